@@ -1,0 +1,95 @@
+//! DescribeCluster, DeleteRecords and OffsetForLeaderEpoch.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::{
+    BrokerId, DeleteRecordsRequest, DeleteRecordsResponse, DescribeClusterRequest,
+    DescribeClusterResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+};
+
+use super::error::ServeError;
+use super::{str_bytes, ApiError, Ctx, Reply};
+use crate::broker::Broker;
+
+/// Every partition has had one leader, this broker, since creation.
+const LEADER_EPOCH: i32 = 0;
+
+pub fn describe_cluster(broker: &Arc<Broker>, ctx: &Ctx, _req: DescribeClusterRequest) -> Result<Reply, ApiError> {
+    let (host, port) = broker.config.advertised();
+    let resp = DescribeClusterResponse::default()
+        .with_cluster_id(str_bytes(broker.cluster_id.clone()))
+        .with_controller_id(BrokerId(broker.node_id))
+        .with_endpoint_type(1)
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(broker.node_id))
+            .with_host(str_bytes(host))
+            .with_port(port)]);
+    ctx.reply(&resp)
+}
+
+pub async fn delete_records(broker: &Arc<Broker>, ctx: &Ctx, req: DeleteRecordsRequest) -> Result<Reply, ApiError> {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let outcome = match broker.logs.partition(&t.name.0, p.partition_index) {
+                Some(partition) => {
+                    tokio::task::block_in_place(|| partition.delete_records(p.offset)).map_err(ServeError::from)
+                }
+                None => Err(ServeError::UnknownTopicOrPartition(format!("{}-{}", &*t.name.0, p.partition_index))),
+            };
+            let r = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+            partitions.push(match outcome {
+                Ok(low) => {
+                    tracing::info!(topic = %&*t.name.0, partition = p.partition_index, log_start = low, "deleted records");
+                    r.with_low_watermark(low)
+                }
+                Err(e) => r.with_low_watermark(-1).with_error_code(e.code()),
+            });
+        }
+        topics.push(DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions));
+    }
+    ctx.reply(&DeleteRecordsResponse::default().with_topics(topics))
+}
+
+pub fn offset_for_leader_epoch(
+    broker: &Arc<Broker>,
+    ctx: &Ctx,
+    req: OffsetForLeaderEpochRequest,
+) -> Result<Reply, ApiError> {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let mut r = EpochEndOffset::default()
+                .with_partition(p.partition)
+                .with_leader_epoch(-1)
+                .with_end_offset(-1);
+            match broker.logs.partition(&t.topic.0, p.partition) {
+                None => r = r.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                Some(_) if p.current_leader_epoch > LEADER_EPOCH => {
+                    r = r.with_error_code(ResponseError::UnknownLeaderEpoch.code())
+                }
+                Some(_) if p.current_leader_epoch >= 0 && p.current_leader_epoch < LEADER_EPOCH => {
+                    r = r.with_error_code(ResponseError::FencedLeaderEpoch.code())
+                }
+                // The only epoch ends at the log end; later epochs are unknown.
+                Some(partition) if p.leader_epoch == LEADER_EPOCH => {
+                    r = r.with_leader_epoch(LEADER_EPOCH).with_end_offset(partition.offsets().log_end)
+                }
+                Some(_) => {}
+            }
+            partitions.push(r);
+        }
+        topics.push(OffsetForLeaderTopicResult::default().with_topic(t.topic).with_partitions(partitions));
+    }
+    ctx.reply(&OffsetForLeaderEpochResponse::default().with_topics(topics))
+}

@@ -1,0 +1,100 @@
+//! The one place where internal errors become Kafka error codes.
+
+use kafka_protocol::error::ResponseError;
+
+use crate::cluster::{ClusterError, MetadataError};
+use crate::config::topic::TopicConfigError;
+use crate::log::LogError;
+
+/// Why one topic or partition of a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    TopicConfig(#[from] TopicConfigError),
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("This server does not host this topic-partition: {0}")]
+    UnknownTopicOrPartition(String),
+    #[error("unknown topic id {0}")]
+    UnknownTopicId(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidRequiredAcks(i16),
+    #[error("fsync failed: {0}")]
+    Flush(std::sync::Arc<std::io::Error>),
+    #[error("{0}")]
+    UnsupportedResource(String),
+}
+
+/// Maps an error to the Kafka code clients act on.
+pub fn error_code(e: &ServeError) -> ResponseError {
+    match e {
+        ServeError::Log(e) => match e {
+            LogError::Io { .. } | LogError::CorruptSegment { .. } => ResponseError::KafkaStorageError,
+            LogError::CorruptBatch(_) => ResponseError::CorruptMessage,
+            LogError::UnsupportedMagic(_) => ResponseError::UnsupportedVersion,
+            LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+            LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            LogError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        },
+        ServeError::Cluster(e) => match e {
+            ClusterError::Rejected(MetadataError::TopicExists(_)) => ResponseError::TopicAlreadyExists,
+            ClusterError::Rejected(MetadataError::UnknownTopic(_)) => {
+                ResponseError::UnknownTopicOrPartition
+            }
+            ClusterError::Rejected(MetadataError::InvalidPartitionCount { .. }) => {
+                ResponseError::InvalidPartitions
+            }
+            ClusterError::NoLeader(_) => ResponseError::NotController,
+            ClusterError::Storage(_) | ClusterError::Raft(_) => ResponseError::UnknownServerError,
+        },
+        ServeError::TopicConfig(_) => ResponseError::InvalidConfig,
+        ServeError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        ServeError::UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
+        ServeError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
+        ServeError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        ServeError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        ServeError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        ServeError::InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
+        ServeError::Flush(_) => ResponseError::KafkaStorageError,
+        ServeError::UnsupportedResource(_) => ResponseError::InvalidRequest,
+    }
+}
+
+impl ServeError {
+    pub fn code(&self) -> i16 {
+        error_code(self).code()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_clients_rely_on() {
+        let cases: Vec<(ServeError, i16)> = vec![
+            (LogError::CorruptBatch("crc".into()).into(), 2),
+            (LogError::MessageTooLarge { size: 2, max: 1 }.into(), 10),
+            (LogError::OffsetOutOfRange { offset: 9, log_start: 0, log_end: 1 }.into(), 1),
+            (LogError::UnsupportedMagic(1).into(), 35),
+            (ServeError::InvalidTopic("bad".into()), 17),
+            (TopicConfigError::Unknown("x".into()).into(), 40),
+            (ClusterError::Rejected(MetadataError::TopicExists("t".into())).into(), 36),
+            (ServeError::UnknownTopicOrPartition("t-9".into()), 3),
+            (ServeError::Flush(std::sync::Arc::new(std::io::Error::other("disk"))), 56),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.code(), code, "{err}");
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! ListOffsets: latest (= high watermark), earliest (= log start), max timestamp, and the first
+//! offset at or after a timestamp.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::error::ServeError;
+use super::{ApiError, Ctx, Reply};
+use crate::broker::Broker;
+use crate::storage::Partition;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+
+pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: ListOffsetsRequest) -> Result<Reply, ApiError> {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let mut r = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1)
+                .with_leader_epoch(0);
+            let outcome = match broker.logs.partition(&t.name.0, p.partition_index) {
+                Some(partition) => lookup(&partition, p.timestamp),
+                None => Err(ServeError::UnknownTopicOrPartition(format!("{}-{}", &*t.name.0, p.partition_index))),
+            };
+            match outcome {
+                Ok(Some((offset, ts))) => r = r.with_offset(offset).with_timestamp(ts),
+                Ok(None) => {}
+                Err(e) => r = r.with_error_code(e.code()).with_leader_epoch(-1),
+            }
+            partitions.push(r);
+        }
+        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+    }
+    ctx.reply(&ListOffsetsResponse::default().with_topics(topics))
+}
+
+/// (offset, timestamp) for one ListOffsets query; `None` when no record matches.
+fn lookup(p: &Partition, timestamp: i64) -> Result<Option<(i64, i64)>, ServeError> {
+    let o = p.offsets();
+    Ok(match timestamp {
+        LATEST => Some((o.high_watermark, -1)),
+        EARLIEST | EARLIEST_LOCAL => Some((o.log_start, -1)),
+        MAX_TIMESTAMP => p.max_timestamp()?,
+        ts if ts >= 0 => p.offset_for_timestamp(ts)?,
+        other => {
+            return Err(ServeError::InvalidRequest(format!("unknown ListOffsets timestamp {other}")))
+        }
+    })
+}

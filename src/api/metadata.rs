@@ -1,0 +1,104 @@
+//! Metadata: brokers, controller, topics and their partitions' leaders. Auto-creates unknown
+//! topics named in the request when `auto_create_topics_enable` and the client allow it.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use uuid::Uuid;
+
+use super::error::ServeError;
+use super::topics::{create_topic, validate_topic_name, NewTopic};
+use super::{str_bytes, ApiError, Ctx, Reply};
+use crate::broker::Broker;
+use crate::cluster::TopicMeta;
+
+pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: MetadataRequest) -> Result<Reply, ApiError> {
+    let image = broker.metadata.image();
+    // v0: an empty list means every topic; v1+: null means every topic.
+    let all = match &req.topics {
+        None => true,
+        Some(t) => t.is_empty() && ctx.version == 0,
+    };
+    let auto_create = broker.config.auto_create_topics_enable
+        && (ctx.version < 4 || req.allow_auto_topic_creation);
+    let mut topics = Vec::new();
+    if all {
+        topics.extend(image.topics.values().map(|m| describe(broker, m)));
+    } else {
+        for t in req.topics.unwrap_or_default() {
+            let by_name = t.name.as_ref().map(|n| n.0.to_string());
+            let found = match &by_name {
+                Some(name) => image.topic(name).cloned(),
+                None => image.topic_by_id(&t.topic_id).cloned(),
+            };
+            let entry = match (found, by_name) {
+                (Some(meta), _) => describe(broker, &meta),
+                (None, None) => failed(None, t.topic_id, ServeError::UnknownTopicId(t.topic_id.to_string())),
+                (None, Some(name)) => match auto_create_or_fail(broker, &name, auto_create).await {
+                    Ok(meta) => describe(broker, &meta),
+                    Err(e) => failed(Some(name), Uuid::nil(), e),
+                },
+            };
+            topics.push(entry);
+        }
+    }
+    let (host, port) = broker.config.advertised();
+    let resp = MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(broker.node_id))
+            .with_host(str_bytes(host))
+            .with_port(port)])
+        .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
+        .with_controller_id(BrokerId(broker.node_id))
+        .with_topics(topics);
+    ctx.reply(&resp)
+}
+
+async fn auto_create_or_fail(broker: &Broker, name: &str, auto_create: bool) -> Result<TopicMeta, ServeError> {
+    validate_topic_name(name)?;
+    if !auto_create {
+        return Err(ServeError::UnknownTopicOrPartition(name.to_string()));
+    }
+    let new = NewTopic { name, partitions: -1, replication_factor: -1, configs: Default::default() };
+    match create_topic(broker, new, false).await {
+        Ok((meta, _)) => Ok(meta),
+        // Another client created it between our read and our proposal.
+        Err(ServeError::Cluster(crate::cluster::ClusterError::Rejected(
+            crate::cluster::MetadataError::TopicExists(_),
+        ))) => broker
+            .metadata
+            .image()
+            .topic(name)
+            .cloned()
+            .ok_or_else(|| ServeError::UnknownTopicOrPartition(name.to_string())),
+        Err(e) => Err(e),
+    }
+}
+
+fn describe(broker: &Broker, meta: &TopicMeta) -> MetadataResponseTopic {
+    let me = BrokerId(broker.node_id);
+    let partitions = (0..meta.partitions)
+        .map(|i| {
+            MetadataResponsePartition::default()
+                .with_partition_index(i)
+                .with_leader_id(me)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![me])
+                .with_isr_nodes(vec![me])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(meta.name.clone()))))
+        .with_topic_id(meta.id)
+        .with_partitions(partitions)
+}
+
+fn failed(name: Option<String>, id: Uuid, e: ServeError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(name.map(|n| TopicName(str_bytes(n))))
+        .with_topic_id(id)
+        .with_error_code(e.code())
+}

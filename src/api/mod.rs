@@ -1,0 +1,136 @@
+//! Kafka API dispatch: decodes a request frame with the kafka-protocol codecs, runs the
+//! handler for its API family, and encodes the reply.
+//!
+//! One module per API family. Handlers see decoded messages and the `Broker`; they never touch
+//! sockets. Kafka error codes are chosen in `error.rs` only.
+
+mod admin;
+mod configs;
+mod error;
+mod fetch;
+mod list_offsets;
+mod log_dirs;
+mod metadata;
+mod produce;
+mod topics;
+pub mod versions;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+use crate::broker::Broker;
+use crate::server::frame::HeaderPrefix;
+
+pub use error::error_code;
+
+/// What to send back for one request.
+pub enum Reply {
+    /// The encoded response frame.
+    Now(Bytes),
+    /// A response that completes later (a write waiting for its fsync); sent in order.
+    Later(Pin<Box<dyn Future<Output = Bytes> + Send>>),
+    /// No response at all (Produce with acks=0).
+    Nothing,
+}
+
+/// A request the broker will not answer; the connection is closed, as Kafka does.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request header too short")]
+    ShortHeader,
+    #[error("unknown or unsupported API key {0}")]
+    UnknownApi(i16),
+    #[error("{api:?} version {version} is not supported (supported: {min}-{max})")]
+    UnsupportedVersion { api: ApiKey, version: i16, min: i16, max: i16 },
+    #[error("malformed {api:?} v{version} request: {source}")]
+    Malformed { api: ApiKey, version: i16, source: anyhow::Error },
+    #[error("cannot encode {api:?} v{version} response: {source}")]
+    Encode { api: ApiKey, version: i16, source: anyhow::Error },
+}
+
+/// The decoded request context handlers need.
+pub struct Ctx {
+    pub api: ApiKey,
+    pub version: i16,
+    pub header: RequestHeader,
+}
+
+impl Ctx {
+    /// Encodes `resp` as a complete response frame (size prefix, header, body).
+    pub fn encode<R: Encodable + HeaderVersion>(&self, resp: &R) -> Result<Bytes, ApiError> {
+        encode_frame(self.api, self.version, self.header.correlation_id, resp)
+    }
+
+    pub fn reply<R: Encodable + HeaderVersion>(&self, resp: &R) -> Result<Reply, ApiError> {
+        self.encode(resp).map(Reply::Now)
+    }
+}
+
+fn encode_frame<R: Encodable + HeaderVersion>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    resp: &R,
+) -> Result<Bytes, ApiError> {
+    let err = |source| ApiError::Encode { api, version, source };
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    header.encode(&mut buf, R::header_version(version)).map_err(err)?;
+    resp.encode(&mut buf, version).map_err(err)?;
+    let size = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Decodes and serves one request frame (without its size prefix).
+pub async fn handle(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, ApiError> {
+    let prefix = HeaderPrefix::parse(&frame).ok_or(ApiError::ShortHeader)?;
+    let api = ApiKey::try_from(prefix.api_key).map_err(|_| ApiError::UnknownApi(prefix.api_key))?;
+    let range = versions::supported(api).ok_or(ApiError::UnknownApi(prefix.api_key))?;
+    let version = prefix.api_version;
+    if !(range.0..=range.1).contains(&version) {
+        if api == ApiKey::ApiVersions {
+            // KIP-511: answer with a v0 body listing our ranges; the client retries lower.
+            return Ok(Reply::Now(versions::unsupported_version_reply(prefix.correlation_id)?));
+        }
+        return Err(ApiError::UnsupportedVersion { api, version, min: range.0, max: range.1 });
+    }
+    let mut buf = frame;
+    let malformed = |source| ApiError::Malformed { api, version, source };
+    let header =
+        RequestHeader::decode(&mut buf, api.request_header_version(version)).map_err(malformed)?;
+    let ctx = Ctx { api, version, header };
+    macro_rules! body {
+        () => {
+            Decodable::decode(&mut buf, version).map_err(malformed)?
+        };
+    }
+    match api {
+        ApiKey::ApiVersions => versions::handle(&ctx, body!()),
+        ApiKey::Metadata => metadata::handle(broker, &ctx, body!()).await,
+        ApiKey::Produce => produce::handle(broker, &ctx, body!()).await,
+        ApiKey::Fetch => fetch::handle(broker, &ctx, body!()).await,
+        ApiKey::ListOffsets => list_offsets::handle(broker, &ctx, body!()).await,
+        ApiKey::CreateTopics => topics::create(broker, &ctx, body!()).await,
+        ApiKey::DeleteTopics => topics::delete(broker, &ctx, body!()).await,
+        ApiKey::CreatePartitions => topics::create_partitions(broker, &ctx, body!()).await,
+        ApiKey::DescribeConfigs => configs::describe(broker, &ctx, body!()),
+        ApiKey::AlterConfigs => configs::alter(broker, &ctx, body!()).await,
+        ApiKey::IncrementalAlterConfigs => configs::incremental_alter(broker, &ctx, body!()).await,
+        ApiKey::DescribeCluster => admin::describe_cluster(broker, &ctx, body!()),
+        ApiKey::DeleteRecords => admin::delete_records(broker, &ctx, body!()).await,
+        ApiKey::OffsetForLeaderEpoch => admin::offset_for_leader_epoch(broker, &ctx, body!()),
+        ApiKey::DescribeLogDirs => log_dirs::describe(broker, &ctx, body!()),
+        _ => Err(ApiError::UnknownApi(prefix.api_key)),
+    }
+}
+
+pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}

@@ -1,0 +1,98 @@
+//! Produce: validate and append each partition's record batches in request order, then (for
+//! acks 1/-1) answer once a group-commit fsync covers them. acks=0 gets no response at all.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use tokio::sync::oneshot;
+
+use super::error::ServeError;
+use super::{str_bytes, ApiError, Ctx, Reply};
+use crate::broker::Broker;
+use crate::storage::{FlushResult, Flusher};
+
+/// A partition's outcome before durability is known.
+struct Pending {
+    topic: usize,
+    response: PartitionProduceResponse,
+    flush: Option<oneshot::Receiver<FlushResult>>,
+}
+
+pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Result<Reply, ApiError> {
+    let acks = req.acks;
+    let now = crate::now_ms();
+    let mut topics = Vec::with_capacity(req.topic_data.len());
+    let mut pending = Vec::new();
+    for (ti, t) in req.topic_data.into_iter().enumerate() {
+        topics.push(TopicProduceResponse::default().with_name(t.name.clone()));
+        let hosted = broker.logs.topic(&t.name.0);
+        for pd in t.partition_data {
+            let mut resp = PartitionProduceResponse::default()
+                .with_index(pd.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let mut flush = None;
+            let partition = hosted
+                .as_ref()
+                .and_then(|h| h.partitions.get(usize::try_from(pd.index).ok()?).cloned());
+            let outcome = if !matches!(acks, -1..=1) {
+                Err(ServeError::InvalidRequiredAcks(acks))
+            } else if let Some(p) = partition {
+                let records = pd.records.unwrap_or_default();
+                match p.append(&records, now) {
+                    Ok(a) => {
+                        resp = resp
+                            .with_base_offset(a.base_offset)
+                            .with_log_append_time_ms(a.log_append_time.unwrap_or(-1))
+                            .with_log_start_offset(a.log_start_offset);
+                        if a.needs_flush && acks != 0 {
+                            flush = Some(broker.logs.flusher().submit(p).await);
+                        } else if a.needs_flush || a.flush_due {
+                            broker.logs.flusher().flush_soon(p);
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(ServeError::from(e)),
+                }
+            } else {
+                Err(ServeError::UnknownTopicOrPartition(format!("{}-{}", &*t.name.0, pd.index)))
+            };
+            if let Err(e) = outcome {
+                tracing::debug!(topic = %&*t.name.0, partition = pd.index, error = %e, "produce rejected");
+                resp = resp.with_error_code(e.code()).with_error_message(Some(str_bytes(e.to_string())));
+            }
+            pending.push(Pending { topic: ti, response: resp, flush });
+        }
+    }
+    if acks == 0 {
+        return Ok(Reply::Nothing);
+    }
+    let (api, version, correlation_id) = (ctx.api, ctx.version, ctx.header.correlation_id);
+    let finish = async move {
+        for p in pending {
+            let mut resp = p.response;
+            if let Some(rx) = p.flush {
+                if let Err(e) = Flusher::wait(rx).await {
+                    let e = ServeError::Flush(e);
+                    resp = resp
+                        .with_base_offset(-1)
+                        .with_error_code(e.code())
+                        .with_error_message(Some(str_bytes(e.to_string())));
+                }
+            }
+            topics[p.topic].partition_responses.push(resp);
+        }
+        let body = ProduceResponse::default().with_responses(topics);
+        match super::encode_frame(api, version, correlation_id, &body) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // Encoding our own well-formed response cannot fail; if it does, it is a bug.
+                tracing::error!(error = %e, "encoding produce response");
+                bytes::Bytes::new()
+            }
+        }
+    };
+    Ok(Reply::Later(Box::pin(finish)))
+}

@@ -1,0 +1,41 @@
+//! Raft type configuration and the metadata commands that travel through the Raft log.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use super::image::TopicMeta;
+
+openraft::declare_raft_types!(
+    /// openraft types for the metadata quorum.
+    pub TypeConfig:
+        D = MetadataCommand,
+        R = Result<(), MetadataError>,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// A change to cluster metadata. Validated by the proposer and again when applied, so a
+/// command that raced with another (two creates of one name) is rejected deterministically.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MetadataCommand {
+    CreateTopic(TopicMeta),
+    DeleteTopic { name: String },
+    CreatePartitions { name: String, count: i32 },
+    /// Replaces the topic's whole set of config overrides.
+    SetTopicConfigs { name: String, configs: BTreeMap<String, String> },
+}
+
+/// Why the state machine refused a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MetadataError {
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    #[error("topic '{name}' has {current} partitions; the new count must be larger, got {requested}")]
+    InvalidPartitionCount { name: String, current: i32, requested: i32 },
+}

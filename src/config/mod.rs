@@ -1,0 +1,277 @@
+//! Broker configuration: TOML file < `STRATA_<KEY>` environment variables < command-line flags.
+//!
+//! Every key is declared once, in `BrokerConfig`, with its default and meaning; the example
+//! `config/strata.toml` mirrors this list. Unknown keys are an error (a typo must not silently
+//! fall back to a default).
+
+pub mod topic;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid value for {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// Broker-wide settings. Topic-level defaults use Kafka's broker config names with `.`
+/// replaced by `_` (for example `log_retention_ms` is the default of topic `retention.ms`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's id in the cluster (Kafka `node.id`).
+    pub node_id: i32,
+    /// Address the Kafka listener binds.
+    pub listen: String,
+    /// host:port clients are told to connect to (Metadata). Empty = same as `listen`.
+    pub advertised_listener: String,
+    /// Root of all local state: partition logs, the Raft metadata log, cluster identity.
+    pub data_dir: PathBuf,
+    /// Create a topic when a client names an unknown one in Metadata or Produce.
+    pub auto_create_topics_enable: bool,
+    /// Partition count of auto-created topics and of CreateTopics with num_partitions = -1.
+    pub num_partitions: i32,
+    /// Replication factor of new topics when the request leaves it to the broker.
+    pub default_replication_factor: i16,
+    /// Largest request frame accepted, in bytes (Kafka `socket.request.max.bytes`).
+    pub socket_request_max_bytes: usize,
+    /// Most client connections open at once; further connections wait in the accept queue.
+    pub max_connections: usize,
+    /// Bytes of requests one connection may have in flight (read but not yet answered).
+    pub connection_max_inflight_bytes: usize,
+    /// Requests one connection may have in flight (pipelining depth).
+    pub connection_max_inflight_requests: usize,
+    /// Default of topic `segment.bytes`: roll the active segment at this size.
+    pub log_segment_bytes: i64,
+    /// Default of topic `segment.ms`: roll the active segment at this age.
+    pub log_roll_ms: i64,
+    /// Default of topic `retention.ms` (-1 = keep forever).
+    pub log_retention_ms: i64,
+    /// Default of topic `retention.bytes` per partition (-1 = unlimited).
+    pub log_retention_bytes: i64,
+    /// How often retention is enforced.
+    pub log_retention_check_interval_ms: u64,
+    /// Default of topic `max.message.bytes`: largest record batch accepted.
+    pub message_max_bytes: i32,
+    /// Default of topic `message.timestamp.type`: `CreateTime` or `LogAppendTime`.
+    pub log_message_timestamp_type: String,
+    /// Default of topic `flush.messages`. 1 (the default) makes every acknowledged write
+    /// durable: a Produce is answered only after an fsync (group commit) covering it. Larger
+    /// values acknowledge from the page cache and fsync after this many messages.
+    pub log_flush_interval_messages: i64,
+    /// Default of topic `flush.ms`: with relaxed `flush.messages`, fsync at least this often.
+    pub log_flush_interval_ms: i64,
+    /// Default of topic `index.interval.bytes`: bytes between sparse offset index entries.
+    pub log_index_interval_bytes: i32,
+    /// Seconds to wait for in-flight requests on shutdown before closing connections.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            listen: "127.0.0.1:9092".into(),
+            advertised_listener: String::new(),
+            data_dir: PathBuf::from("./data"),
+            auto_create_topics_enable: true,
+            num_partitions: 3,
+            default_replication_factor: 1,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+            connection_max_inflight_bytes: 64 * 1024 * 1024,
+            connection_max_inflight_requests: 64,
+            log_segment_bytes: 1024 * 1024 * 1024,
+            log_roll_ms: 7 * 24 * 3600 * 1000,
+            log_retention_ms: 7 * 24 * 3600 * 1000,
+            log_retention_bytes: -1,
+            log_retention_check_interval_ms: 5 * 60 * 1000,
+            message_max_bytes: 1_048_588,
+            log_message_timestamp_type: "CreateTime".into(),
+            log_flush_interval_messages: 1,
+            log_flush_interval_ms: 1000,
+            log_index_interval_bytes: 4096,
+            shutdown_timeout_secs: 5,
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the file/env value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub advertised_listener: Option<String>,
+}
+
+impl BrokerConfig {
+    /// Loads the config with precedence file < env (`STRATA_<KEY>`) < flags.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        let known = toml::Table::try_from(BrokerConfig::default())
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        for (name, raw) in env {
+            let Some(key) = name.strip_prefix("STRATA_") else { continue };
+            let key = key.to_ascii_lowercase();
+            let Some(default) = known.get(&key) else {
+                // Other STRATA_* variables (test harness, tools) are not broker keys.
+                continue;
+            };
+            table.insert(key.clone(), env_value(&key, &raw, default)?);
+        }
+        let mut cfg: BrokerConfig = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.message().to_string()))?;
+        if let Some(v) = &overrides.data_dir {
+            cfg.data_dir = v.clone();
+        }
+        if let Some(v) = &overrides.listen {
+            cfg.listen = v.clone();
+        }
+        if let Some(v) = &overrides.advertised_listener {
+            cfg.advertised_listener = v.clone();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid { key, reason: reason.into() };
+        self.listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("listen", &format!("'{}' is not host:port ({e})", self.listen)))?;
+        if !self.advertised_listener.is_empty() {
+            parse_host_port(&self.advertised_listener)
+                .ok_or_else(|| invalid("advertised_listener", "expected host:port"))?;
+        }
+        if self.node_id < 0 {
+            return Err(invalid("node_id", "must be >= 0"));
+        }
+        if self.num_partitions < 1 {
+            return Err(invalid("num_partitions", "must be >= 1"));
+        }
+        if self.socket_request_max_bytes < 1024 {
+            return Err(invalid("socket_request_max_bytes", "must be >= 1024"));
+        }
+        if self.max_connections == 0 || self.connection_max_inflight_requests == 0 {
+            return Err(invalid("max_connections", "limits must be >= 1"));
+        }
+        if self.connection_max_inflight_bytes < self.socket_request_max_bytes {
+            return Err(invalid(
+                "connection_max_inflight_bytes",
+                "must be >= socket_request_max_bytes, or the largest request could never be read",
+            ));
+        }
+        // Topic-level defaults go through the same validation as topic overrides.
+        topic::TopicConfig::resolve(self, &Default::default())
+            .map_err(|e| ConfigError::Parse(format!("topic defaults: {e}")))?;
+        Ok(())
+    }
+
+    /// The (host, port) advertised to clients.
+    pub fn advertised(&self) -> (String, i32) {
+        let text = if self.advertised_listener.is_empty() {
+            &self.listen
+        } else {
+            &self.advertised_listener
+        };
+        parse_host_port(text).unwrap_or_else(|| ("127.0.0.1".into(), 9092))
+    }
+}
+
+fn parse_host_port(s: &str) -> Option<(String, i32)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), i32::from(port)))
+}
+
+/// Parses an environment value with the type of the key's default.
+fn env_value(key: &str, raw: &str, default: &toml::Value) -> Result<toml::Value, ConfigError> {
+    let bad = |what: &str| ConfigError::Parse(format!("STRATA_{}='{raw}': expected {what}", key.to_ascii_uppercase()));
+    Ok(match default {
+        toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?),
+        toml::Value::Boolean(_) => toml::Value::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?),
+        _ => toml::Value::String(raw.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn precedence_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        std::fs::write(&path, "num_partitions = 7\nlisten = \"127.0.0.1:1000\"\n").unwrap();
+        let cfg = BrokerConfig::load(Some(&path), env(&[]), &Overrides::default()).unwrap();
+        assert_eq!((cfg.num_partitions, cfg.listen.as_str()), (7, "127.0.0.1:1000"));
+        let cfg = BrokerConfig::load(
+            Some(&path),
+            env(&[("STRATA_NUM_PARTITIONS", "9"), ("STRATA_LISTEN", "127.0.0.1:2000")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!((cfg.num_partitions, cfg.listen.as_str()), (9, "127.0.0.1:2000"));
+        let flags = Overrides { listen: Some("127.0.0.1:3000".into()), ..Default::default() };
+        let cfg = BrokerConfig::load(Some(&path), env(&[("STRATA_LISTEN", "127.0.0.1:2000")]), &flags)
+            .unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:3000");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        std::fs::write(&path, "num_partitons = 7\n").unwrap();
+        assert!(BrokerConfig::load(Some(&path), env(&[]), &Overrides::default()).is_err());
+        assert!(BrokerConfig::load(None, env(&[("STRATA_NUM_PARTITIONS", "x")]), &Overrides::default()).is_err());
+        assert!(BrokerConfig::load(None, env(&[("STRATA_NUM_PARTITIONS", "0")]), &Overrides::default()).is_err());
+        assert!(BrokerConfig::load(None, env(&[("STRATA_LISTEN", "nope")]), &Overrides::default()).is_err());
+        assert!(BrokerConfig::load(
+            None,
+            env(&[("STRATA_LOG_MESSAGE_TIMESTAMP_TYPE", "Sometime")]),
+            &Overrides::default()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn advertised_defaults_to_listen() {
+        let cfg = BrokerConfig::default();
+        assert_eq!(cfg.advertised(), ("127.0.0.1".to_string(), 9092));
+        let cfg = BrokerConfig { advertised_listener: "[::1]:19092".into(), ..cfg };
+        assert_eq!(cfg.advertised(), ("::1".to_string(), 19092));
+    }
+}

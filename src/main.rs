@@ -1,0 +1,105 @@
+//! The `strata` command line: `strata serve` (the default) runs a broker.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use strata::broker::Broker;
+use strata::config::{BrokerConfig, Overrides};
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Kafka-compatible, tiered-storage log service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker (the default when no command is given).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// TOML config file; see config/strata.toml for every key and its default.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory for all local state (overrides `data_dir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Kafka listener address, host:port (overrides `listen`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// host:port given to clients in Metadata (overrides `advertised_listener`).
+    #[arg(long)]
+    advertised_listener: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => ServeArgs::default(),
+    };
+    let overrides = Overrides {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        advertised_listener: args.advertised_listener,
+    };
+    let config = BrokerConfig::load(args.config.as_deref(), std::env::vars(), &overrides)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(config))
+}
+
+async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let broker = Broker::start(config).await?;
+    let (host, port) = broker.config.advertised();
+    tracing::info!(
+        listen = %broker.config.listen,
+        advertised = %format!("{host}:{port}"),
+        data_dir = %broker.config.data_dir.display(),
+        cluster_id = %broker.cluster_id,
+        node_id = broker.node_id,
+        "strata broker ready"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(strata::server::serve(listener, broker.clone(), stop_rx));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    broker.shutdown().await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the broker");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,106 @@
+//! One client connection: a reader that frames and dispatches requests in arrival order, and
+//! a writer that sends the replies in that same order.
+//!
+//! Requests are *processed* one at a time, in order, as Kafka does, so two pipelined Produce
+//! requests to one partition append in the order they were sent. A reply may complete later
+//! (a Produce waiting for its group-commit fsync); the writer awaits those in order, which lets
+//! one connection keep many writes in flight under a single fsync.
+//!
+//! Bounds: `connection_max_inflight_requests` replies queued, and
+//! `connection_max_inflight_bytes` of request bytes read but not yet answered.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use super::frame::frame_size;
+use crate::api::{self, Reply};
+use crate::broker::Broker;
+
+struct Outgoing {
+    reply: Reply,
+    _permit: OwnedSemaphorePermit,
+}
+
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let (rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel(broker.config.connection_max_inflight_requests);
+    let writer = tokio::spawn(write_loop(wr, rx, peer));
+    read_loop(rd, peer, &broker, tx, shutdown).await;
+    // The reader has stopped; the writer drains the replies already queued, then exits.
+    let _ = writer.await;
+}
+
+async fn read_loop(
+    mut rd: OwnedReadHalf,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+    tx: mpsc::Sender<Outgoing>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let max = broker.config.socket_request_max_bytes;
+    let inflight = Arc::new(Semaphore::new(broker.config.connection_max_inflight_bytes));
+    loop {
+        let mut prefix = [0u8; 4];
+        tokio::select! {
+            r = rd.read_exact(&mut prefix) => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        let size = match frame_size(prefix, max) {
+            Ok(size) => size,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "closing connection");
+                return;
+            }
+        };
+        // `size <= max <= inflight capacity` (validated config), so this cannot deadlock.
+        let permit = match inflight.clone().acquire_many_owned(size as u32).await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        // Grow the buffer with the bytes that actually arrive, so a size prefix alone
+        // cannot make the broker allocate `max` bytes.
+        let mut body = Vec::with_capacity(size.min(64 * 1024));
+        match (&mut rd).take(size as u64).read_to_end(&mut body).await {
+            Ok(n) if n == size => {}
+            _ => {
+                tracing::debug!(%peer, "connection closed mid-request");
+                return;
+            }
+        }
+        let reply = match api::handle(broker, body.into()).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "closing connection after a bad request");
+                return;
+            }
+        };
+        if tx.send(Outgoing { reply, _permit: permit }).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>, peer: SocketAddr) {
+    while let Some(out) = rx.recv().await {
+        let bytes = match out.reply {
+            Reply::Now(bytes) => bytes,
+            Reply::Later(fut) => fut.await,
+            Reply::Nothing => continue,
+        };
+        if let Err(e) = wr.write_all(&bytes).await {
+            tracing::debug!(%peer, error = %e, "write failed; dropping connection");
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}

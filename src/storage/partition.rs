@@ -1,0 +1,237 @@
+//! A partition as the broker serves it: the on-disk `PartitionLog` behind a lock, its topic
+//! config, and the high watermark readers may see.
+//!
+//! Invariant: `log_start <= high_watermark <= log_end`. For topics with durable acks
+//! (`flush.messages = 1`), the high watermark only advances after an fsync covering the
+//! records, so a consumer never reads a record that a crash could take back.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+use crate::config::topic::TopicConfig;
+use crate::log::{LogError, PartitionLog};
+
+struct State {
+    log: PartitionLog,
+    config: TopicConfig,
+    /// Messages appended since the last fsync (relaxed flush policy only).
+    unflushed_messages: i64,
+    last_flush_ms: i64,
+}
+
+pub struct Partition {
+    topic: Arc<str>,
+    index: i32,
+    dir: PathBuf,
+    state: Mutex<State>,
+    high_watermark: AtomicI64,
+    /// Bumped whenever any partition's high watermark moves (wakes long-polling fetches).
+    data_changed: watch::Sender<u64>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub log_append_time: Option<i64>,
+    pub log_start_offset: i64,
+    /// The write is acknowledged only once fsynced (group commit).
+    pub needs_flush: bool,
+    /// A relaxed-policy partition crossed `flush.messages`: fsync in the background.
+    pub flush_due: bool,
+}
+
+/// Offsets of a partition at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offsets {
+    pub log_start: i64,
+    pub high_watermark: i64,
+    pub log_end: i64,
+}
+
+impl Partition {
+    pub fn new(
+        topic: Arc<str>,
+        index: i32,
+        dir: PathBuf,
+        log: PartitionLog,
+        config: TopicConfig,
+        data_changed: watch::Sender<u64>,
+        now_ms: i64,
+    ) -> Self {
+        // Everything recovered from disk survived a restart, so it is all visible.
+        let hw = log.log_end_offset();
+        Self {
+            topic,
+            index,
+            dir,
+            state: Mutex::new(State { log, config, unflushed_messages: 0, last_flush_ms: now_ms }),
+            high_watermark: AtomicI64::new(hw),
+            data_changed,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.topic, self.index)
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn index(&self) -> i32 {
+        self.index
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> TopicConfig {
+        self.lock().config.clone()
+    }
+
+    pub fn set_config(&self, config: TopicConfig) {
+        let mut st = self.lock();
+        st.log.set_config(config.to_log_config());
+        st.config = config;
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    pub fn offsets(&self) -> Offsets {
+        let st = self.lock();
+        Offsets {
+            log_start: st.log.log_start_offset(),
+            high_watermark: self.high_watermark(),
+            log_end: st.log.log_end_offset(),
+        }
+    }
+
+    fn advance_high_watermark(&self, to: i64) {
+        let prev = self.high_watermark.fetch_max(to, Ordering::AcqRel);
+        if to > prev {
+            self.data_changed.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// Validates and appends a producer's record batches (as sent; offsets assigned here).
+    pub fn append(&self, records: &[u8], now_ms: i64) -> Result<Appended, LogError> {
+        let mut buf = records.to_vec();
+        let mut st = self.lock();
+        let res = st.log.append(&mut buf, now_ms, 0)?;
+        let count = res.last_offset - res.base_offset + 1;
+        let durable = st.config.durable_ack();
+        let mut flush_due = false;
+        if !durable {
+            st.unflushed_messages += count;
+            flush_due = st.unflushed_messages >= st.config.flush_messages;
+        }
+        let end = st.log.log_end_offset();
+        drop(st);
+        if !durable {
+            self.advance_high_watermark(end);
+        }
+        Ok(Appended {
+            base_offset: res.base_offset,
+            log_append_time: res.log_append_time,
+            log_start_offset: res.log_start_offset,
+            needs_flush: durable,
+            flush_due,
+        })
+    }
+
+    /// fsyncs everything appended so far, then exposes it to readers.
+    pub async fn flush(&self) -> std::io::Result<()> {
+        let (file, end) = {
+            let st = self.lock();
+            (st.log.flush_handle()?, st.log.log_end_offset())
+        };
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(std::io::Error::other)??;
+        {
+            let mut st = self.lock();
+            st.unflushed_messages = 0;
+            st.last_flush_ms = crate::now_ms();
+        }
+        self.advance_high_watermark(end);
+        Ok(())
+    }
+
+    /// True when a relaxed-policy partition has unflushed data older than `flush.ms`.
+    pub fn flush_overdue(&self, now_ms: i64) -> bool {
+        let st = self.lock();
+        st.unflushed_messages > 0 && now_ms - st.last_flush_ms >= st.config.flush_ms
+    }
+
+    /// Reads record batches from `offset`, up to `max_bytes` (at least one whole batch), never
+    /// past the high watermark.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Vec<u8>, Offsets), LogError> {
+        let hw = self.high_watermark();
+        let st = self.lock();
+        let offsets = Offsets {
+            log_start: st.log.log_start_offset(),
+            high_watermark: hw,
+            log_end: st.log.log_end_offset(),
+        };
+        let bytes = st.log.read(offset, max_bytes, hw)?;
+        Ok((bytes, offsets))
+    }
+
+    /// ListOffsets by timestamp: (offset, timestamp) of the first batch at or after `ts`.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let hw = self.high_watermark();
+        let st = self.lock();
+        Ok(st.log.offset_for_timestamp(ts)?.filter(|(offset, _)| *offset < hw))
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: the batch holding the largest timestamp.
+    pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let hw = self.high_watermark();
+        let st = self.lock();
+        Ok(st.log.max_timestamp()?.filter(|(offset, _)| *offset < hw))
+    }
+
+    /// DeleteRecords: moves the log start offset to `offset` (-1 = high watermark).
+    pub fn delete_records(&self, offset: i64) -> Result<i64, LogError> {
+        let hw = self.high_watermark();
+        let target = if offset == -1 { hw } else { offset };
+        let mut st = self.lock();
+        let start = st.log.log_start_offset();
+        if target < start || target > hw {
+            return Err(LogError::OffsetOutOfRange {
+                offset: target,
+                log_start: start,
+                log_end: hw,
+            });
+        }
+        st.log.delete_records_before(target)?;
+        Ok(st.log.log_start_offset())
+    }
+
+    /// Deletes whole segments past `retention.ms` / `retention.bytes`.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        let mut st = self.lock();
+        let (ms, bytes) = (st.config.retention_ms, st.config.retention_bytes);
+        st.log.apply_retention(now_ms, ms, bytes)
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.lock().log.size_bytes()
+    }
+
+    /// Flushes and closes the log files (shutdown).
+    pub fn close(&self) -> Result<(), LogError> {
+        self.lock().log.close()
+    }
+}
