@@ -70,8 +70,9 @@ fn read_all(
                 .with_log_start_offset(-1)
                 .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
                 .with_records(Some(Bytes::new()));
-            if req.isolation_level == 1 {
-                data = data.with_aborted_transactions(Some(Vec::new()));
+            // No transactions yet: read_committed gets an empty list, read_uncommitted null.
+            if req.isolation_level == 0 {
+                data = data.with_aborted_transactions(None);
             }
             let partition = hosted
                 .as_ref()
@@ -84,7 +85,7 @@ fn read_all(
                 // The first partition with data may exceed max_bytes by one batch (KIP-74).
                 let limit = (p.partition_max_bytes.max(0) as usize).min(remaining.max(if total == 0 { 1 } else { 0 }));
                 if limit == 0 {
-                    Ok((Vec::new(), partition.offsets()))
+                    Ok((Bytes::new(), partition.offsets()))
                 } else {
                     partition.read(p.fetch_offset, limit).map_err(ServeError::from)
                 }
@@ -101,7 +102,7 @@ fn read_all(
                         .with_high_watermark(offsets.high_watermark)
                         .with_last_stable_offset(offsets.high_watermark)
                         .with_log_start_offset(offsets.log_start)
-                        .with_records(Some(Bytes::from(bytes)));
+                        .with_records(Some(bytes));
                 }
                 Err(e) => {
                     any_error = true;

@@ -26,8 +26,11 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: ListOffsetsRequest) ->
             let mut r = ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1)
-                .with_offset(-1)
-                .with_leader_epoch(0);
+                .with_offset(-1);
+            // leader_epoch exists from v4; older versions refuse a non-default value.
+            if ctx.version >= 4 {
+                r = r.with_leader_epoch(0);
+            }
             let outcome = match broker.logs.partition(&t.name.0, p.partition_index) {
                 Some(partition) => lookup(&partition, p.timestamp),
                 None => Err(ServeError::UnknownTopicOrPartition(format!("{}-{}", &*t.name.0, p.partition_index))),
@@ -51,7 +54,8 @@ fn lookup(p: &Partition, timestamp: i64) -> Result<Option<(i64, i64)>, ServeErro
         LATEST => Some((o.high_watermark, -1)),
         EARLIEST | EARLIEST_LOCAL => Some((o.log_start, -1)),
         MAX_TIMESTAMP => p.max_timestamp()?,
-        ts if ts >= 0 => p.offset_for_timestamp(ts)?,
+        // A batch may straddle the log start after DeleteRecords; never answer below it.
+        ts if ts >= 0 => p.offset_for_timestamp(ts)?.map(|(off, ts)| (off.max(o.log_start), ts)),
         other => {
             return Err(ServeError::InvalidRequest(format!("unknown ListOffsets timestamp {other}")))
         }

@@ -140,7 +140,8 @@ impl BatchHeader {
     }
 
     pub fn last_offset(&self) -> i64 {
-        self.base_offset.saturating_add(i64::from(self.last_offset_delta))
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
 
     /// The offset just past this batch.
@@ -337,7 +338,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn one(n: usize) -> Vec<u8> {
-        let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> = (0..n).map(|_| (None, Some(&b"v"[..]))).collect();
+        let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+            (0..n).map(|_| (None, Some(&b"v"[..]))).collect();
         test_batch(&recs, 1_000)
     }
 
@@ -414,7 +416,10 @@ mod tests {
         ));
         let mut b = one(1);
         b[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&10i32.to_be_bytes());
-        assert!(matches!(BatchHeader::parse(&b), Err(LogError::CorruptBatch(_))));
+        assert!(matches!(
+            BatchHeader::parse(&b),
+            Err(LogError::CorruptBatch(_))
+        ));
     }
 
     #[test]

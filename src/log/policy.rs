@@ -36,8 +36,10 @@ pub fn should_roll(input: &RollInput, segment_bytes: u64, segment_ms: i64) -> bo
         .saturating_add(input.incoming_bytes)
         > limit;
     let too_old = input.now_ms.saturating_sub(input.segment_created_at_ms) > segment_ms;
-    let offsets_overflow =
-        input.incoming_last_offset.saturating_sub(input.segment_base_offset) > MAX_RELATIVE_OFFSET;
+    let offsets_overflow = input
+        .incoming_last_offset
+        .saturating_sub(input.segment_base_offset)
+        > MAX_RELATIVE_OFFSET;
     let index_full = input.index_entries >= super::index::MAX_INDEX_ENTRIES;
     too_big || too_old || offsets_overflow || index_full
 }
@@ -117,7 +119,12 @@ mod tests {
         assert!(should_roll(&roll_input(901, 0, 0), 1000, 1000));
         // An empty segment takes any batch, however large.
         assert!(!should_roll(&roll_input(0, 0, 0), 10, 1000));
-        assert!(should_roll(&roll_input(1, 0, 0), u64::MAX, i64::MAX));
+        // segment_bytes beyond what 32-bit index positions allow is capped.
+        assert!(should_roll(
+            &roll_input(MAX_SEGMENT_BYTES - 50, 0, 0),
+            u64::MAX,
+            i64::MAX
+        ));
     }
 
     #[test]

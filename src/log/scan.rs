@@ -56,7 +56,9 @@ pub(crate) fn scan(
             break None;
         }
         if remaining < HEADER_LEN as u64 {
-            break Some(format!("partial batch header of {remaining} bytes at {pos}"));
+            break Some(format!(
+                "partial batch header of {remaining} bytes at {pos}"
+            ));
         }
         let raw = match read_header_at(file, pos) {
             Ok(raw) => raw,

@@ -83,7 +83,10 @@ impl Indexes {
     }
 
     fn note_timestamp(&mut self, h: &BatchHeader) {
-        if self.max_timestamp.is_none_or(|(ts, _)| h.max_timestamp > ts) {
+        if self
+            .max_timestamp
+            .is_none_or(|(ts, _)| h.max_timestamp > ts)
+        {
             self.max_timestamp = Some((h.max_timestamp, h.base_offset));
         }
     }
@@ -91,7 +94,8 @@ impl Indexes {
     /// Accounts for the batch `h` stored at byte `pos`.
     fn track(&mut self, h: &BatchHeader, pos: u64) {
         self.note_timestamp(h);
-        if self.bytes_since_last_entry > self.interval_bytes && self.offset.len() < MAX_INDEX_ENTRIES
+        if self.bytes_since_last_entry > self.interval_bytes
+            && self.offset.len() < MAX_INDEX_ENTRIES
         {
             // Entries that cannot be represented are skipped: lookups stay correct, only
             // the scan from the previous entry gets longer. The roll policy keeps this
@@ -278,9 +282,14 @@ impl Segment {
     fn rebuild_sealed(&mut self) -> Result<(), LogError> {
         self.indexes.reset();
         let indexes = &mut self.indexes;
-        let end = scan(&self.log, 0, self.size_bytes, self.base_offset, true, |h, pos| {
-            indexes.track(h, pos)
-        })
+        let end = scan(
+            &self.log,
+            0,
+            self.size_bytes,
+            self.base_offset,
+            true,
+            |h, pos| indexes.track(h, pos),
+        )
         .map_err(self.io_err("scan"))?;
         if let Some(reason) = end.stopped {
             return Err(self.corrupt(reason));
@@ -298,7 +307,10 @@ impl Segment {
         offset.check_positions(size)?;
         let time = TimeIndex::load(&self.time_index_path, size)?;
         let (start_pos, start_offset) = offset.last().map_or((0, self.base_offset), |e| {
-            (u64::from(e.position), self.base_offset + i64::from(e.relative_offset))
+            (
+                u64::from(e.position),
+                self.base_offset + i64::from(e.relative_offset),
+            )
         });
         let mut tail_max = None;
         let end = scan(&self.log, start_pos, size, start_offset, false, |h, _| {
@@ -308,7 +320,10 @@ impl Segment {
         })
         .map_err(IndexError::Io)?;
         if let Some(reason) = end.stopped {
-            return Err(IndexError::Io(io::Error::new(io::ErrorKind::InvalidData, reason)));
+            return Err(IndexError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                reason,
+            )));
         }
         let limit = (end.next_offset - self.base_offset) as u64;
         offset.check_offsets_below(limit)?;
@@ -421,8 +436,13 @@ impl Segment {
         if start_offset >= self.next_offset || start_offset >= max_offset_exclusive {
             return Ok(None);
         }
-        let from = self.indexes.offset.lookup(self.relative_or_zero(start_offset));
-        let Some((first, pos)) = self.find_batch(u64::from(from), |h| h.last_offset() >= start_offset)? else {
+        let from = self
+            .indexes
+            .offset
+            .lookup(self.relative_or_zero(start_offset));
+        let Some((first, pos)) =
+            self.find_batch(u64::from(from), |h| h.last_offset() >= start_offset)?
+        else {
             return Ok(None);
         };
         if first.base_offset >= max_offset_exclusive {
@@ -431,11 +451,14 @@ impl Segment {
         let available = self.size_bytes - pos;
         let want = (first.total_size() as u64).max(available.min(max_bytes as u64));
         let mut buf = vec![0u8; want as usize];
-        self.log.read_exact_at(&mut buf, pos).map_err(self.io_err("read"))?;
+        self.log
+            .read_exact_at(&mut buf, pos)
+            .map_err(self.io_err("read"))?;
         let mut end = 0;
         let mut next_offset = first.next_offset();
         for item in BatchIter::new(&buf) {
-            let (h, range) = item.map_err(|e| self.corrupt(format!("bad batch after {pos}: {e}")))?;
+            let (h, range) =
+                item.map_err(|e| self.corrupt(format!("bad batch after {pos}: {e}")))?;
             if h.base_offset >= max_offset_exclusive {
                 break;
             }
@@ -469,7 +492,9 @@ impl Segment {
             .scan_start(ts)
             .max(self.relative_or_zero(min_offset));
         let from = u64::from(self.indexes.offset.lookup(rel));
-        let found = self.find_batch(from, |h| h.last_offset() >= min_offset && h.max_timestamp >= ts)?;
+        let found = self.find_batch(from, |h| {
+            h.last_offset() >= min_offset && h.max_timestamp >= ts
+        })?;
         Ok(found.map(|(h, _)| (h.base_offset.max(min_offset), h.max_timestamp)))
     }
 

@@ -118,7 +118,10 @@ fn recover_truncates_a_torn_tail() {
     assert_eq!(seg.size_bytes(), good);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
     assert_eq!(seg.next_offset(), 5);
-    assert_eq!(&read_all(&seg, 0, 1 << 20).unwrap().bytes[..], &batches.concat()[..]);
+    assert_eq!(
+        &read_all(&seg, 0, 1 << 20).unwrap().bytes[..],
+        &batches.concat()[..]
+    );
 }
 
 #[test]
@@ -162,7 +165,11 @@ fn sealed_segment_rebuilds_a_corrupt_index() {
     let good_index = std::fs::read(&index_path).unwrap();
     drop(seg);
     // Entries pointing past the log, out of order.
-    std::fs::write(&index_path, [0u8, 0, 0, 9, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]).unwrap();
+    std::fs::write(
+        &index_path,
+        [0u8, 0, 0, 9, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0],
+    )
+    .unwrap();
     let seg = Segment::open_sealed(dir.path(), 0, 0).unwrap();
     assert_eq!(std::fs::read(&index_path).unwrap(), good_index);
     assert_eq!(seg.next_offset(), 4);
@@ -170,7 +177,11 @@ fn sealed_segment_rebuilds_a_corrupt_index() {
     let slice = read_all(&seg, 2, 1).unwrap();
     assert_eq!(&slice.bytes[..], &batches[2][..]);
     // A truncated time index is rebuilt too.
-    std::fs::write(dir.path().join(file_name(0, TIME_INDEX_SUFFIX)), [1u8, 2, 3]).unwrap();
+    std::fs::write(
+        dir.path().join(file_name(0, TIME_INDEX_SUFFIX)),
+        [1u8, 2, 3],
+    )
+    .unwrap();
     drop(seg);
     let seg = Segment::open_sealed(dir.path(), 0, 0).unwrap();
     assert_eq!(seg.max_timestamp(), Some((1, 9)));

@@ -62,8 +62,9 @@ async fn read_loop(
                 return;
             }
         };
-        // `size <= max <= inflight capacity` (validated config), so this cannot deadlock.
-        let permit = match inflight.clone().acquire_many_owned(size as u32).await {
+        // A request larger than the whole budget waits for all of it, then runs alone.
+        let want = size.min(broker.config.connection_max_inflight_bytes) as u32;
+        let permit = match inflight.clone().acquire_many_owned(want).await {
             Ok(p) => p,
             Err(_) => return,
         };

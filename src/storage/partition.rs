@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::config::topic::TopicConfig;
@@ -154,7 +155,8 @@ impl Partition {
     pub async fn flush(&self) -> std::io::Result<()> {
         let (file, end) = {
             let st = self.lock();
-            (st.log.flush_handle()?, st.log.log_end_offset())
+            let file = st.log.flush_handle().map_err(std::io::Error::other)?;
+            (file, st.log.log_end_offset())
         };
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
@@ -176,7 +178,7 @@ impl Partition {
 
     /// Reads record batches from `offset`, up to `max_bytes` (at least one whole batch), never
     /// past the high watermark.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Vec<u8>, Offsets), LogError> {
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, Offsets), LogError> {
         let hw = self.high_watermark();
         let st = self.lock();
         let offsets = Offsets {
@@ -184,8 +186,8 @@ impl Partition {
             high_watermark: hw,
             log_end: st.log.log_end_offset(),
         };
-        let bytes = st.log.read(offset, max_bytes, hw)?;
-        Ok((bytes, offsets))
+        let read = st.log.read(offset, max_bytes, hw)?;
+        Ok((read.records, offsets))
     }
 
     /// ListOffsets by timestamp: (offset, timestamp) of the first batch at or after `ts`.
@@ -199,7 +201,7 @@ impl Partition {
     pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
         let hw = self.high_watermark();
         let st = self.lock();
-        Ok(st.log.max_timestamp()?.filter(|(offset, _)| *offset < hw))
+        Ok(st.log.max_timestamp().filter(|(offset, _)| *offset < hw))
     }
 
     /// DeleteRecords: moves the log start offset to `offset` (-1 = high watermark).
@@ -215,15 +217,15 @@ impl Partition {
                 log_end: hw,
             });
         }
-        st.log.delete_records_before(target)?;
-        Ok(st.log.log_start_offset())
+        st.log.delete_records_before(target)
     }
 
     /// Deletes whole segments past `retention.ms` / `retention.bytes`.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         let mut st = self.lock();
         let (ms, bytes) = (st.config.retention_ms, st.config.retention_bytes);
-        st.log.apply_retention(now_ms, ms, bytes)
+        st.log
+            .apply_retention(now_ms, ms, bytes, self.high_watermark())
     }
 
     pub fn size_bytes(&self) -> u64 {

@@ -1,0 +1,559 @@
+//! One partition's log: an ordered run of segments plus the log start offset.
+//!
+//! Owns the partition directory: opening it (recovering the active segment, sweeping
+//! leftovers of interrupted deletions), assigning offsets on append, rolling segments,
+//! serving reads, and moving the log start by DeleteRecords or retention.
+//!
+//! Invariants (checked by [`PartitionLog::validate`] after every change in debug builds):
+//! `log_start_offset <= log_end_offset`; segments are keyed by base offset and contiguous;
+//! the last segment is the active one and ends at `log_end_offset`; the first segment
+//! contains `log_start_offset` unless it is also the active one.
+//!
+//! The high watermark is not known here: callers pass it to [`PartitionLog::read`] and
+//! [`PartitionLog::apply_retention`], and must check DeleteRecords offsets against it.
+//! Producer ids, sequences and transactions are likewise the caller's concern; control
+//! batches are accepted like any other, so a client-facing caller must refuse them.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::batch::{patch_batch, validate_produce_batches};
+use super::checkpoint;
+use super::policy::{retention_plan, should_roll, RollInput, SegmentSummary};
+use super::segment::{parse_file_name, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use super::{LogConfig, LogError, TimestampType};
+
+/// `<data_dir>/<topic>-<partition>`, Kafka's directory layout.
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker time stamped on the batches, for `LogAppendTime` topics.
+    pub log_append_time: Option<i64>,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Whole record batches; the first may start before the offset asked for.
+    pub records: Bytes,
+    /// Offset just past the last batch returned (the offset asked for if none).
+    pub next_offset: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.dir)
+            .field("log_start_offset", &self.log_start_offset)
+            .field("log_end_offset", &self.log_end_offset)
+            .field("segments", &self.segments.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Lists segment base offsets in `dir`, removing temp files and index files whose log is
+/// gone (both are what an interrupted write or deletion leaves behind).
+fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
+    let ctx = || format!("list {}", dir.display());
+    let mut logs = Vec::new();
+    let mut indexes = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(ctx(), e))? {
+        let path = entry.map_err(|e| LogError::io(ctx(), e))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.ends_with(checkpoint::TEMP_SUFFIX) {
+            remove_leftover(&path)?;
+            continue;
+        }
+        match parse_file_name(name) {
+            Some((base, LOG_SUFFIX)) => logs.push(base),
+            Some((base, INDEX_SUFFIX | TIME_INDEX_SUFFIX)) => indexes.push((base, path)),
+            _ => {}
+        }
+    }
+    logs.sort_unstable();
+    for (base, path) in indexes {
+        if logs.binary_search(&base).is_err() {
+            remove_leftover(&path)?;
+        }
+    }
+    Ok(logs)
+}
+
+fn remove_leftover(path: &Path) -> Result<(), LogError> {
+    tracing::info!(path = %path.display(), "removing leftover file");
+    std::fs::remove_file(path).map_err(|e| LogError::io(format!("remove {}", path.display()), e))
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the partition log in `dir`. The active segment is fully
+    /// recovered: a torn or corrupt tail is cut off. Sealed segments were fsynced when
+    /// sealed, so only their indexes are checked (and rebuilt if bad).
+    pub fn open(dir: impl Into<PathBuf>, config: LogConfig) -> Result<PartitionLog, LogError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LogError::io(format!("create {}", dir.display()), e))?;
+        let bases = list_segments(&dir)?;
+        let checkpoint = checkpoint::read(&dir).unwrap_or_else(|e| {
+            tracing::warn!(dir = %dir.display(), error = %e, "ignoring log start checkpoint");
+            None
+        });
+        let interval = config.index_interval_bytes;
+        let mut segments = BTreeMap::new();
+        if let Some((&last, sealed)) = bases.split_last() {
+            for &base in sealed {
+                segments.insert(base, Segment::open_sealed(&dir, base, interval)?);
+            }
+            let (active, truncated) = Segment::open_active(&dir, last, interval)?;
+            if truncated > 0 {
+                tracing::warn!(dir = %dir.display(), truncated_bytes = truncated, "recovered log tail");
+            }
+            segments.insert(last, active);
+        } else {
+            let base = checkpoint.unwrap_or(0);
+            segments.insert(
+                base,
+                Segment::create(&dir, base, interval, wall_clock_ms())?,
+            );
+            checkpoint::sync_dir(&dir)
+                .map_err(|e| LogError::io(format!("sync {}", dir.display()), e))?;
+        }
+        check_contiguous(&segments)?;
+        let (&first_base, _) =
+            segments
+                .first_key_value()
+                .ok_or_else(|| LogError::CorruptSegment {
+                    path: dir.clone(),
+                    detail: "no segments".into(),
+                })?;
+        let log_end_offset = segments
+            .values()
+            .last()
+            .map_or(first_base, Segment::next_offset);
+        let mut log_start_offset = checkpoint.unwrap_or(first_base).max(first_base);
+        if log_start_offset > log_end_offset {
+            // The checkpoint outlived data lost in a crash; offsets past the recovered end
+            // do not exist, so the start cannot be there either.
+            tracing::warn!(dir = %dir.display(), log_start_offset, log_end_offset, "log start checkpoint is past the log end");
+            log_start_offset = log_end_offset;
+        }
+        let mut log = PartitionLog {
+            dir,
+            config,
+            segments,
+            log_start_offset,
+            log_end_offset,
+        };
+        log.delete_segments_below_start()?;
+        log.check();
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Applies new settings; a changed index interval takes effect from the next segment.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// The offset the next appended record gets.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size_bytes).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn active(&self) -> &Segment {
+        // open() always leaves at least one segment and nothing removes the last one.
+        match self.segments.values().next_back() {
+            Some(s) => s,
+            None => unreachable!("a partition log always has an active segment"),
+        }
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        match self.segments.values_mut().next_back() {
+            Some(s) => s,
+            None => unreachable!("a partition log always has an active segment"),
+        }
+    }
+
+    /// Validates a produce request's batches, gives them consecutive offsets from the log
+    /// end, stamps them (in place, in `records`) and appends them, rolling first if due.
+    pub fn append(
+        &mut self,
+        records: &mut [u8],
+        now_ms: i64,
+        leader_epoch: i32,
+    ) -> Result<AppendResult, LogError> {
+        let infos = validate_produce_batches(records, self.config.max_message_bytes)?;
+        if infos.is_empty() {
+            return Err(LogError::InvalidRecord(
+                "no record batches to append".into(),
+            ));
+        }
+        let log_append_time = match self.config.message_timestamp_type {
+            TimestampType::LogAppendTime => Some(now_ms),
+            TimestampType::CreateTime => None,
+        };
+        let mut headers = Vec::with_capacity(infos.len());
+        let mut next = self.log_end_offset;
+        for info in &infos {
+            let h = patch_batch(
+                &mut records[info.range.clone()],
+                next,
+                leader_epoch,
+                log_append_time,
+            )?;
+            next = h
+                .last_offset()
+                .checked_add(1)
+                .ok_or_else(|| LogError::InvalidRecord("offsets overflow".into()))?;
+            headers.push(h);
+        }
+        let base_offset = self.log_end_offset;
+        let last_offset = next - 1;
+        let active = self.active();
+        let roll = RollInput {
+            segment_base_offset: active.base_offset(),
+            segment_size_bytes: active.size_bytes(),
+            segment_created_at_ms: active.created_at_ms(),
+            index_entries: active.index_entries(),
+            incoming_bytes: records.len() as u64,
+            incoming_last_offset: last_offset,
+            now_ms,
+        };
+        if should_roll(&roll, self.config.segment_bytes, self.config.segment_ms) {
+            self.roll(now_ms)?;
+        }
+        self.active_mut().append(records, &headers, now_ms)?;
+        self.log_end_offset = next;
+        self.check();
+        Ok(AppendResult {
+            base_offset,
+            last_offset,
+            log_append_time,
+            log_start_offset: self.log_start_offset,
+        })
+    }
+
+    /// Seals the active segment (fsyncing it, which is rare enough to do under the lock)
+    /// and starts a new one at the log end. Does nothing if the active segment is empty.
+    pub fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        if self.active().is_empty() {
+            return Ok(());
+        }
+        self.active_mut().seal()?;
+        let base = self.log_end_offset;
+        let seg = Segment::create(&self.dir, base, self.config.index_interval_bytes, now_ms)?;
+        self.segments.insert(base, seg);
+        self.sync_dir()?;
+        tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled segment");
+        self.check();
+        Ok(())
+    }
+
+    fn sync_dir(&self) -> Result<(), LogError> {
+        checkpoint::sync_dir(&self.dir)
+            .map_err(|e| LogError::io(format!("sync {}", self.dir.display()), e))
+    }
+
+    /// Reads whole batches from the one containing `offset`, up to `max_bytes` (at least
+    /// one batch), never including a batch whose base offset is `max_offset_exclusive` (the
+    /// high watermark) or more. Batches come from one segment; the next segment is read
+    /// only if the containing one has nothing at or after `offset`.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<ReadResult, LogError> {
+        if offset < self.log_start_offset || offset > self.log_end_offset {
+            return Err(self.out_of_range(offset));
+        }
+        let limit = max_offset_exclusive.min(self.log_end_offset);
+        let mut result = ReadResult {
+            records: Bytes::new(),
+            next_offset: offset,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+        };
+        if offset >= limit {
+            return Ok(result);
+        }
+        let start = self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map_or(i64::MIN, |(base, _)| *base);
+        for seg in self.segments.range(start..).map(|(_, s)| s) {
+            if seg.base_offset() >= limit {
+                break;
+            }
+            if let Some(slice) = seg.read(offset, max_bytes, limit)? {
+                result.records = slice.bytes;
+                result.next_offset = slice.next_offset;
+                break;
+            }
+        }
+        Ok(result)
+    }
+
+    fn out_of_range(&self, offset: i64) -> LogError {
+        LogError::OffsetOutOfRange {
+            offset,
+            log_start: self.log_start_offset,
+            log_end: self.log_end_offset,
+        }
+    }
+
+    /// ListOffsets by timestamp: (offset, timestamp) of the first batch at or after the
+    /// log start whose max timestamp is at least `ts`; see
+    /// [`Segment::find_offset_by_timestamp`] for why it is a batch, not a record. The
+    /// caller bounds the answer by the high watermark.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        for seg in self.segments.values() {
+            if let Some(found) = seg.find_offset_by_timestamp(ts, self.log_start_offset)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: (offset, timestamp) for the batch with the largest max
+    /// timestamp, the earliest on ties. The offset is that batch's base offset (raised to
+    /// the log start), so a consumer seeking there is sure to see the record.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let mut best: Option<(i64, i64)> = None;
+        for (offset, ts) in self.segments.values().filter_map(Segment::max_timestamp) {
+            if best.is_none_or(|(_, b)| ts > b) {
+                best = Some((offset.max(self.log_start_offset), ts));
+            }
+        }
+        best
+    }
+
+    /// DeleteRecords: moves the log start up to `offset` (durably) and deletes segments
+    /// wholly below it. The caller checks `offset` against the high watermark; here it
+    /// may not pass the log end. Returns the new log start.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        if offset < 0 || offset > self.log_end_offset {
+            return Err(self.out_of_range(offset));
+        }
+        if offset > self.log_start_offset {
+            self.set_log_start(offset)?;
+            self.delete_segments_below_start()?;
+            self.check();
+        }
+        Ok(self.log_start_offset)
+    }
+
+    fn set_log_start(&mut self, offset: i64) -> Result<(), LogError> {
+        checkpoint::write(&self.dir, offset)
+            .map_err(|e| LogError::io(format!("checkpoint {}", self.dir.display()), e))?;
+        self.log_start_offset = offset;
+        Ok(())
+    }
+
+    fn delete_segments_below_start(&mut self) -> Result<(), LogError> {
+        let active = self.active().base_offset();
+        let doomed: Vec<i64> = self
+            .segments
+            .values()
+            .take_while(|s| s.base_offset() != active && s.next_offset() <= self.log_start_offset)
+            .map(Segment::base_offset)
+            .collect();
+        self.delete_segments(&doomed)
+    }
+
+    fn delete_segments(&mut self, bases: &[i64]) -> Result<(), LogError> {
+        if bases.is_empty() {
+            return Ok(());
+        }
+        for base in bases {
+            if let Some(seg) = self.segments.remove(base) {
+                tracing::info!(path = %seg.log_path().display(), "deleting segment");
+                seg.delete()?;
+            }
+        }
+        self.sync_dir()
+    }
+
+    /// Deletes old sealed segments per [`retention_plan`], never the active one nor any
+    /// segment reaching `high_watermark`, and moves the log start past them. Returns how
+    /// many segments were deleted.
+    pub fn apply_retention(
+        &mut self,
+        now_ms: i64,
+        retention_ms: i64,
+        retention_bytes: i64,
+        high_watermark: i64,
+    ) -> Result<usize, LogError> {
+        let summaries: Vec<SegmentSummary> = self
+            .segments
+            .values()
+            .map(|s| SegmentSummary {
+                base_offset: s.base_offset(),
+                next_offset: s.next_offset(),
+                size_bytes: s.size_bytes(),
+                largest_timestamp_ms: s
+                    .max_timestamp()
+                    .map(|(_, ts)| ts)
+                    .filter(|ts| *ts >= 0)
+                    .unwrap_or(s.last_modified_ms()),
+            })
+            .collect();
+        let plan = retention_plan(
+            &summaries,
+            now_ms,
+            retention_ms,
+            retention_bytes,
+            high_watermark,
+        );
+        if plan.is_empty() {
+            return Ok(0);
+        }
+        // The plan is a prefix of the sealed segments, so a segment always follows it.
+        let Some(new_start) = summaries.get(plan.len()).map(|s| s.base_offset) else {
+            return Ok(0);
+        };
+        if new_start > self.log_start_offset {
+            self.set_log_start(new_start)?;
+        }
+        self.delete_segments(&plan)?;
+        self.check();
+        Ok(plan.len())
+    }
+
+    /// Makes everything appended so far durable, under the caller's lock.
+    pub fn flush(&self) -> Result<(), LogError> {
+        self.active().flush()
+    }
+
+    /// A handle on the active segment's file for fsyncing outside the partition lock.
+    /// Sealed segments need none: rolling fsyncs them.
+    pub fn flush_handle(&self) -> Result<File, LogError> {
+        let active = self.active();
+        active
+            .sync_handle()
+            .map_err(|e| LogError::io(format!("dup {}", active.log_path().display()), e))
+    }
+
+    /// Flushes the active segment and writes out its indexes. The log stays usable.
+    pub fn close(&mut self) -> Result<(), LogError> {
+        self.active_mut().seal()
+    }
+
+    fn check(&self) {
+        if cfg!(debug_assertions) {
+            self.validate();
+        }
+    }
+
+    /// Asserts the invariants in the module doc. A failure is a bug in this module.
+    pub fn validate(&self) {
+        assert!(
+            self.log_start_offset <= self.log_end_offset,
+            "{self:?}: start past end"
+        );
+        let first = self.segments.values().next();
+        let active = self.active();
+        assert_eq!(
+            active.next_offset(),
+            self.log_end_offset,
+            "{self:?}: active segment end"
+        );
+        if let Some(first) = first {
+            assert!(
+                first.base_offset() <= self.log_start_offset,
+                "{self:?}: start before data"
+            );
+            assert!(
+                first.base_offset() == active.base_offset()
+                    || self.log_start_offset < first.next_offset(),
+                "{self:?}: first segment wholly below the log start"
+            );
+        }
+        let mut expected = None;
+        for (base, seg) in &self.segments {
+            assert_eq!(*base, seg.base_offset(), "{self:?}: segment key");
+            assert!(
+                seg.next_offset() >= *base,
+                "{self:?}: segment {base} ends before it starts"
+            );
+            if let Some(expected) = expected {
+                assert_eq!(
+                    *base, expected,
+                    "{self:?}: gap or overlap at segment {base}"
+                );
+            }
+            expected = Some(seg.next_offset());
+        }
+    }
+}
+
+/// Offsets must run on from one segment to the next; anything else means files were
+/// lost or damaged outside what recovery repairs.
+fn check_contiguous(segments: &BTreeMap<i64, Segment>) -> Result<(), LogError> {
+    let mut prev: Option<&Segment> = None;
+    for seg in segments.values() {
+        if let Some(p) = prev.filter(|p| p.next_offset() != seg.base_offset()) {
+            return Err(LogError::CorruptSegment {
+                path: seg.log_path().to_path_buf(),
+                detail: format!(
+                    "previous segment ends at offset {}, this one starts at {}",
+                    p.next_offset(),
+                    seg.base_offset()
+                ),
+            });
+        }
+        prev = Some(seg);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "partition_tests.rs"]
+mod tests;
