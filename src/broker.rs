@@ -42,7 +42,8 @@ impl Broker {
         let image = metadata.image();
         logs.remove_orphans(&image);
         let started = std::time::Instant::now();
-        tokio::task::block_in_place(|| logs.reconcile(&image)).context("recovering partition logs")?;
+        tokio::task::block_in_place(|| logs.reconcile(&image))
+            .context("recovering partition logs")?;
         tracing::info!(
             topics = image.topics.len(),
             partitions = logs.all_partitions().len(),

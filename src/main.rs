@@ -11,7 +11,11 @@ use strata::broker::Broker;
 use strata::config::{BrokerConfig, Overrides};
 
 #[derive(Parser)]
-#[command(name = "strata", version, about = "Kafka-compatible, tiered-storage log service")]
+#[command(
+    name = "strata",
+    version,
+    about = "Kafka-compatible, tiered-storage log service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -52,7 +56,8 @@ fn main() -> std::process::ExitCode {
 fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
+            EnvFilter::try_from_env("STRATA_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -22,7 +22,11 @@ use crate::broker::Broker;
 /// Every partition has had one leader, this broker, since creation.
 const LEADER_EPOCH: i32 = 0;
 
-pub fn describe_cluster(broker: &Arc<Broker>, ctx: &Ctx, _req: DescribeClusterRequest) -> Result<Reply, ApiError> {
+pub fn describe_cluster(
+    broker: &Arc<Broker>,
+    ctx: &Ctx,
+    _req: DescribeClusterRequest,
+) -> Result<Reply, ApiError> {
     let (host, port) = broker.config.advertised();
     let resp = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(broker.cluster_id.clone()))
@@ -35,16 +39,24 @@ pub fn describe_cluster(broker: &Arc<Broker>, ctx: &Ctx, _req: DescribeClusterRe
     ctx.reply(&resp)
 }
 
-pub async fn delete_records(broker: &Arc<Broker>, ctx: &Ctx, req: DeleteRecordsRequest) -> Result<Reply, ApiError> {
+pub async fn delete_records(
+    broker: &Arc<Broker>,
+    ctx: &Ctx,
+    req: DeleteRecordsRequest,
+) -> Result<Reply, ApiError> {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let outcome = match broker.logs.partition(&t.name.0, p.partition_index) {
                 Some(partition) => {
-                    tokio::task::block_in_place(|| partition.delete_records(p.offset)).map_err(ServeError::from)
+                    tokio::task::block_in_place(|| partition.delete_records(p.offset))
+                        .map_err(ServeError::from)
                 }
-                None => Err(ServeError::UnknownTopicOrPartition(format!("{}-{}", &*t.name.0, p.partition_index))),
+                None => Err(ServeError::UnknownTopicOrPartition(format!(
+                    "{}-{}",
+                    &*t.name.0, p.partition_index
+                ))),
             };
             let r = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
             partitions.push(match outcome {
@@ -55,7 +67,11 @@ pub async fn delete_records(broker: &Arc<Broker>, ctx: &Ctx, req: DeleteRecordsR
                 Err(e) => r.with_low_watermark(-1).with_error_code(e.code()),
             });
         }
-        topics.push(DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions));
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
     }
     ctx.reply(&DeleteRecordsResponse::default().with_topics(topics))
 }
@@ -78,18 +94,21 @@ pub fn offset_for_leader_epoch(
                 Some(_) if p.current_leader_epoch > LEADER_EPOCH => {
                     r = r.with_error_code(ResponseError::UnknownLeaderEpoch.code())
                 }
-                Some(_) if p.current_leader_epoch >= 0 && p.current_leader_epoch < LEADER_EPOCH => {
-                    r = r.with_error_code(ResponseError::FencedLeaderEpoch.code())
-                }
                 // The only epoch ends at the log end; later epochs are unknown.
                 Some(partition) if p.leader_epoch == LEADER_EPOCH => {
-                    r = r.with_leader_epoch(LEADER_EPOCH).with_end_offset(partition.offsets().log_end)
+                    r = r
+                        .with_leader_epoch(LEADER_EPOCH)
+                        .with_end_offset(partition.offsets().log_end)
                 }
                 Some(_) => {}
             }
             partitions.push(r);
         }
-        topics.push(OffsetForLeaderTopicResult::default().with_topic(t.topic).with_partitions(partitions));
+        topics.push(
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions),
+        );
     }
     ctx.reply(&OffsetForLeaderEpochResponse::default().with_topics(topics))
 }

@@ -22,11 +22,17 @@ use crate::config::topic::{self, Source, TopicConfig};
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
 
-pub fn describe(broker: &Arc<Broker>, ctx: &Ctx, req: DescribeConfigsRequest) -> Result<Reply, ApiError> {
+pub fn describe(
+    broker: &Arc<Broker>,
+    ctx: &Ctx,
+    req: DescribeConfigsRequest,
+) -> Result<Reply, ApiError> {
     let mut results = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let wanted = |name: &str| {
-            r.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+            r.configuration_keys
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
         };
         let mut result = DescribeConfigsResult::default()
             .with_resource_type(r.resource_type)
@@ -38,21 +44,43 @@ pub fn describe(broker: &Arc<Broker>, ctx: &Ctx, req: DescribeConfigsRequest) ->
                     .filter(|(name, _)| wanted(name))
                     .map(|(name, (value, source))| {
                         let kind = topic::def(name).map(|d| d.kind as i8).unwrap_or(0);
-                        entry(name, value, source, false, kind, topic::def(name).map(|d| d.doc))
+                        entry(
+                            name,
+                            value,
+                            source,
+                            false,
+                            kind,
+                            topic::def(name).map(|d| d.doc),
+                        )
                     })
                     .collect()),
-                None => Err(ServeError::UnknownTopicOrPartition(r.resource_name.to_string())),
+                None => Err(ServeError::UnknownTopicOrPartition(
+                    r.resource_name.to_string(),
+                )),
             },
-            BROKER if r.resource_name.is_empty() || r.resource_name.as_str() == broker.node_id.to_string() => {
-                Ok(broker_entries(broker).into_iter().filter(|e| wanted(e.name.as_str())).collect())
+            BROKER
+                if r.resource_name.is_empty()
+                    || r.resource_name.as_str() == broker.node_id.to_string() =>
+            {
+                Ok(broker_entries(broker)
+                    .into_iter()
+                    .filter(|e| wanted(e.name.as_str()))
+                    .collect())
             }
-            BROKER => Err(ServeError::InvalidRequest(format!("unknown broker '{}'", r.resource_name))),
-            other => Err(ServeError::UnsupportedResource(format!("resource type {other} is not supported"))),
+            BROKER => Err(ServeError::InvalidRequest(format!(
+                "unknown broker '{}'",
+                r.resource_name
+            ))),
+            other => Err(ServeError::UnsupportedResource(format!(
+                "resource type {other} is not supported"
+            ))),
         };
         match entries {
             Ok(configs) => result = result.with_configs(configs),
             Err(e) => {
-                result = result.with_error_code(e.code()).with_error_message(Some(str_bytes(e.to_string())))
+                result = result
+                    .with_error_code(e.code())
+                    .with_error_message(Some(str_bytes(e.to_string())))
             }
         }
         results.push(result);
@@ -80,7 +108,8 @@ fn entry(
 /// The broker's static settings, under Kafka-style dotted names.
 fn broker_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
     let current = toml::Table::try_from(&broker.config).unwrap_or_default();
-    let defaults = toml::Table::try_from(crate::config::BrokerConfig::default()).unwrap_or_default();
+    let defaults =
+        toml::Table::try_from(crate::config::BrokerConfig::default()).unwrap_or_default();
     current
         .iter()
         .map(|(k, v)| {
@@ -88,7 +117,11 @@ fn broker_entries(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
                 toml::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let source = if defaults.get(k) == Some(v) { Source::DefaultConfig } else { Source::StaticBrokerConfig };
+            let source = if defaults.get(k) == Some(v) {
+                Source::DefaultConfig
+            } else {
+                Source::StaticBrokerConfig
+            };
             entry(&k.replace('_', "."), value, source, true, 0, None)
         })
         .collect()
@@ -107,14 +140,21 @@ async fn set_topic_configs(
     }
     broker
         .metadata
-        .propose(MetadataCommand::SetTopicConfigs { name: name.to_string(), configs })
+        .propose(MetadataCommand::SetTopicConfigs {
+            name: name.to_string(),
+            configs,
+        })
         .await?;
     broker.sync_logs()?;
     tracing::info!(topic = %name, "altered topic configs");
     Ok(())
 }
 
-fn topic_overrides(broker: &Broker, resource_type: i8, name: &str) -> Result<BTreeMap<String, String>, ServeError> {
+fn topic_overrides(
+    broker: &Broker,
+    resource_type: i8,
+    name: &str,
+) -> Result<BTreeMap<String, String>, ServeError> {
     match resource_type {
         TOPIC => broker
             .metadata
@@ -123,13 +163,20 @@ fn topic_overrides(broker: &Broker, resource_type: i8, name: &str) -> Result<BTr
             .map(|m| m.configs.clone())
             .ok_or_else(|| ServeError::UnknownTopicOrPartition(name.to_string())),
         BROKER => Err(ServeError::UnsupportedResource(
-            "broker configs are static: change the config file or STRATA_* environment and restart".into(),
+            "broker configs are static: change the config file or STRATA_* environment and restart"
+                .into(),
         )),
-        other => Err(ServeError::UnsupportedResource(format!("resource type {other} is not supported"))),
+        other => Err(ServeError::UnsupportedResource(format!(
+            "resource type {other} is not supported"
+        ))),
     }
 }
 
-pub async fn alter(broker: &Arc<Broker>, ctx: &Ctx, req: AlterConfigsRequest) -> Result<Reply, ApiError> {
+pub async fn alter(
+    broker: &Arc<Broker>,
+    ctx: &Ctx,
+    req: AlterConfigsRequest,
+) -> Result<Reply, ApiError> {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         // Legacy AlterConfigs replaces the whole set of overrides.
@@ -138,7 +185,11 @@ pub async fn alter(broker: &Arc<Broker>, ctx: &Ctx, req: AlterConfigsRequest) ->
                 let configs = r
                     .configs
                     .iter()
-                    .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                    .filter_map(|c| {
+                        c.value
+                            .as_ref()
+                            .map(|v| (c.name.to_string(), v.to_string()))
+                    })
                     .collect();
                 set_topic_configs(broker, &r.resource_name, configs, req.validate_only).await
             }
@@ -148,7 +199,9 @@ pub async fn alter(broker: &Arc<Broker>, ctx: &Ctx, req: AlterConfigsRequest) ->
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name);
         if let Err(e) = outcome {
-            resp = resp.with_error_code(e.code()).with_error_message(Some(str_bytes(e.to_string())));
+            resp = resp
+                .with_error_code(e.code())
+                .with_error_message(Some(str_bytes(e.to_string())));
         }
         responses.push(resp);
     }
@@ -187,8 +240,11 @@ pub async fn incremental_alter(
                             .get(name.as_str())
                             .map(|(v, _)| v.clone())
                             .unwrap_or_default();
-                        let mut items: Vec<String> =
-                            current.split(',').filter(|s| !s.is_empty()).map(String::from).collect();
+                        let mut items: Vec<String> = current
+                            .split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(String::from)
+                            .collect();
                         for v in value.split(',').filter(|s| !s.is_empty()) {
                             if c.config_operation == APPEND && !items.iter().any(|i| i == v) {
                                 items.push(v.to_string());
@@ -198,7 +254,11 @@ pub async fn incremental_alter(
                         }
                         configs.insert(name, items.join(","));
                     }
-                    op => return Err(ServeError::InvalidRequest(format!("unknown config operation {op}"))),
+                    op => {
+                        return Err(ServeError::InvalidRequest(format!(
+                            "unknown config operation {op}"
+                        )))
+                    }
                 }
             }
             set_topic_configs(broker, &r.resource_name, configs, req.validate_only).await
@@ -208,7 +268,9 @@ pub async fn incremental_alter(
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name);
         if let Err(e) = outcome {
-            resp = resp.with_error_code(e.code()).with_error_message(Some(str_bytes(e.to_string())));
+            resp = resp
+                .with_error_code(e.code())
+                .with_error_message(Some(str_bytes(e.to_string())));
         }
         responses.push(resp);
     }

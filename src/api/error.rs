@@ -39,7 +39,9 @@ pub enum ServeError {
 pub fn error_code(e: &ServeError) -> ResponseError {
     match e {
         ServeError::Log(e) => match e {
-            LogError::Io { .. } | LogError::CorruptSegment { .. } => ResponseError::KafkaStorageError,
+            LogError::Io { .. } | LogError::CorruptSegment { .. } => {
+                ResponseError::KafkaStorageError
+            }
             LogError::CorruptBatch(_) => ResponseError::CorruptMessage,
             LogError::UnsupportedMagic(_) => ResponseError::UnsupportedVersion,
             LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
@@ -47,7 +49,9 @@ pub fn error_code(e: &ServeError) -> ResponseError {
             LogError::InvalidRecord(_) => ResponseError::InvalidRecord,
         },
         ServeError::Cluster(e) => match e {
-            ClusterError::Rejected(MetadataError::TopicExists(_)) => ResponseError::TopicAlreadyExists,
+            ClusterError::Rejected(MetadataError::TopicExists(_)) => {
+                ResponseError::TopicAlreadyExists
+            }
             ClusterError::Rejected(MetadataError::UnknownTopic(_)) => {
                 ResponseError::UnknownTopicOrPartition
             }
@@ -85,13 +89,27 @@ mod tests {
         let cases: Vec<(ServeError, i16)> = vec![
             (LogError::CorruptBatch("crc".into()).into(), 2),
             (LogError::MessageTooLarge { size: 2, max: 1 }.into(), 10),
-            (LogError::OffsetOutOfRange { offset: 9, log_start: 0, log_end: 1 }.into(), 1),
+            (
+                LogError::OffsetOutOfRange {
+                    offset: 9,
+                    log_start: 0,
+                    log_end: 1,
+                }
+                .into(),
+                1,
+            ),
             (LogError::UnsupportedMagic(1).into(), 35),
             (ServeError::InvalidTopic("bad".into()), 17),
             (TopicConfigError::Unknown("x".into()).into(), 40),
-            (ClusterError::Rejected(MetadataError::TopicExists("t".into())).into(), 36),
+            (
+                ClusterError::Rejected(MetadataError::TopicExists("t".into())).into(),
+                36,
+            ),
             (ServeError::UnknownTopicOrPartition("t-9".into()), 3),
-            (ServeError::Flush(std::sync::Arc::new(std::io::Error::other("disk"))), 56),
+            (
+                ServeError::Flush(std::sync::Arc::new(std::io::Error::other("disk"))),
+                56,
+            ),
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code, "{err}");

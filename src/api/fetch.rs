@@ -22,10 +22,15 @@ const MAX_WAIT_CAP_MS: i32 = 30_000;
 pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> Result<Reply, ApiError> {
     if req.session_id != 0 || req.session_epoch > 0 {
         // We never hand out sessions, so an incremental fetch names one we do not know.
-        let resp = FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
+        let resp =
+            FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
         return ctx.reply(&resp);
     }
-    let replica = if ctx.version >= 15 { req.replica_state.replica_id.0 } else { req.replica_id.0 };
+    let replica = if ctx.version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
     let mut changes = broker.logs.subscribe();
     let wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_WAIT_CAP_MS) as u64);
     let deadline = tokio::time::Instant::now() + wait;
@@ -39,7 +44,10 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> Resul
             return ctx.reply(&FetchResponse::default().with_responses(responses));
         }
         // Wait for new data anywhere, then re-read: cheap, and correct under any interleaving.
-        if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+        if tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .is_err()
+        {
             let (responses, _, _) = read_all(broker, ctx, &req, replica);
             return ctx.reply(&FetchResponse::default().with_responses(responses));
         }
@@ -74,25 +82,34 @@ fn read_all(
             if req.isolation_level == 0 {
                 data = data.with_aborted_transactions(None);
             }
-            let partition = hosted
-                .as_ref()
-                .and_then(|h| h.partitions.get(usize::try_from(p.partition).ok()?).cloned());
+            let partition = hosted.as_ref().and_then(|h| {
+                h.partitions
+                    .get(usize::try_from(p.partition).ok()?)
+                    .cloned()
+            });
             let result = if replica >= 0 {
                 Err(ServeError::InvalidRequest(format!(
                     "replica id {replica}: only brokers may fetch as replicas"
                 )))
             } else if let Some(partition) = partition {
                 // The first partition with data may exceed max_bytes by one batch (KIP-74).
-                let limit = (p.partition_max_bytes.max(0) as usize).min(remaining.max(if total == 0 { 1 } else { 0 }));
+                let limit = (p.partition_max_bytes.max(0) as usize)
+                    .min(remaining.max(if total == 0 { 1 } else { 0 }));
                 if limit == 0 {
                     Ok((Bytes::new(), partition.offsets()))
                 } else {
-                    partition.read(p.fetch_offset, limit).map_err(ServeError::from)
+                    partition
+                        .read(p.fetch_offset, limit)
+                        .map_err(ServeError::from)
                 }
             } else if name.is_none() {
                 Err(ServeError::UnknownTopicId(t.topic_id.to_string()))
             } else {
-                Err(ServeError::UnknownTopicOrPartition(format!("{}-{}", name.clone().unwrap_or_default(), p.partition)))
+                Err(ServeError::UnknownTopicOrPartition(format!(
+                    "{}-{}",
+                    name.clone().unwrap_or_default(),
+                    p.partition
+                )))
             };
             match result {
                 Ok((bytes, offsets)) => {
@@ -106,7 +123,10 @@ fn read_all(
                 }
                 Err(e) => {
                     any_error = true;
-                    if let Some(partition) = broker.logs.partition(name.as_deref().unwrap_or(""), p.partition) {
+                    if let Some(partition) = broker
+                        .logs
+                        .partition(name.as_deref().unwrap_or(""), p.partition)
+                    {
                         let o = partition.offsets();
                         data = data
                             .with_high_watermark(o.high_watermark)
@@ -118,7 +138,9 @@ fn read_all(
             }
             partitions.push(data);
         }
-        let mut resp = FetchableTopicResponse::default().with_topic_id(t.topic_id).with_partitions(partitions);
+        let mut resp = FetchableTopicResponse::default()
+            .with_topic_id(t.topic_id)
+            .with_partitions(partitions);
         if ctx.version < 13 {
             resp = resp.with_topic(t.topic.clone());
         }

@@ -18,7 +18,11 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
-pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: ListOffsetsRequest) -> Result<Reply, ApiError> {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &Ctx,
+    req: ListOffsetsRequest,
+) -> Result<Reply, ApiError> {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
@@ -33,7 +37,10 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: ListOffsetsRequest) ->
             }
             let outcome = match broker.logs.partition(&t.name.0, p.partition_index) {
                 Some(partition) => lookup(&partition, p.timestamp),
-                None => Err(ServeError::UnknownTopicOrPartition(format!("{}-{}", &*t.name.0, p.partition_index))),
+                None => Err(ServeError::UnknownTopicOrPartition(format!(
+                    "{}-{}",
+                    &*t.name.0, p.partition_index
+                ))),
             };
             match outcome {
                 Ok(Some((offset, ts))) => r = r.with_offset(offset).with_timestamp(ts),
@@ -42,7 +49,11 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: ListOffsetsRequest) ->
             }
             partitions.push(r);
         }
-        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
     }
     ctx.reply(&ListOffsetsResponse::default().with_topics(topics))
 }
@@ -55,9 +66,13 @@ fn lookup(p: &Partition, timestamp: i64) -> Result<Option<(i64, i64)>, ServeErro
         EARLIEST | EARLIEST_LOCAL => Some((o.log_start, -1)),
         MAX_TIMESTAMP => p.max_timestamp()?,
         // A batch may straddle the log start after DeleteRecords; never answer below it.
-        ts if ts >= 0 => p.offset_for_timestamp(ts)?.map(|(off, ts)| (off.max(o.log_start), ts)),
+        ts if ts >= 0 => p
+            .offset_for_timestamp(ts)?
+            .map(|(off, ts)| (off.max(o.log_start), ts)),
         other => {
-            return Err(ServeError::InvalidRequest(format!("unknown ListOffsets timestamp {other}")))
+            return Err(ServeError::InvalidRequest(format!(
+                "unknown ListOffsets timestamp {other}"
+            )))
         }
     })
 }

@@ -10,12 +10,23 @@ use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, 
 use super::{str_bytes, ApiError, Ctx, Reply};
 use crate::broker::Broker;
 
-pub fn describe(broker: &Arc<Broker>, ctx: &Ctx, req: DescribeLogDirsRequest) -> Result<Reply, ApiError> {
+pub fn describe(
+    broker: &Arc<Broker>,
+    ctx: &Ctx,
+    req: DescribeLogDirsRequest,
+) -> Result<Reply, ApiError> {
     let image = broker.metadata.image();
     // null = every partition.
     let wanted: Vec<(String, Vec<i32>)> = match req.topics {
-        None => image.topics.values().map(|m| (m.name.clone(), (0..m.partitions).collect())).collect(),
-        Some(topics) => topics.into_iter().map(|t| (t.topic.0.to_string(), t.partitions)).collect(),
+        None => image
+            .topics
+            .values()
+            .map(|m| (m.name.clone(), (0..m.partitions).collect()))
+            .collect(),
+        Some(topics) => topics
+            .into_iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions))
+            .collect(),
     };
     let mut topics = Vec::new();
     for (name, parts) in wanted {
@@ -30,7 +41,11 @@ pub fn describe(broker: &Arc<Broker>, ctx: &Ctx, req: DescribeLogDirsRequest) ->
             })
             .collect();
         if !partitions.is_empty() {
-            topics.push(DescribeLogDirsTopic::default().with_name(TopicName(str_bytes(name))).with_partitions(partitions));
+            topics.push(
+                DescribeLogDirsTopic::default()
+                    .with_name(TopicName(str_bytes(name)))
+                    .with_partitions(partitions),
+            );
         }
     }
     let dir = broker.logs.dir();

@@ -15,7 +15,11 @@ use super::{str_bytes, ApiError, Ctx, Reply};
 use crate::broker::Broker;
 use crate::cluster::TopicMeta;
 
-pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: MetadataRequest) -> Result<Reply, ApiError> {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &Ctx,
+    req: MetadataRequest,
+) -> Result<Reply, ApiError> {
     let image = broker.metadata.image();
     // v0: an empty list means every topic; v1+: null means every topic.
     let all = match &req.topics {
@@ -36,7 +40,11 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: MetadataRequest) -> Re
             };
             let entry = match (found, by_name) {
                 (Some(meta), _) => describe(broker, &meta),
-                (None, None) => failed(None, t.topic_id, ServeError::UnknownTopicId(t.topic_id.to_string())),
+                (None, None) => failed(
+                    None,
+                    t.topic_id,
+                    ServeError::UnknownTopicId(t.topic_id.to_string()),
+                ),
                 (None, Some(name)) => match auto_create_or_fail(broker, &name, auto_create).await {
                     Ok(meta) => describe(broker, &meta),
                     Err(e) => failed(Some(name), Uuid::nil(), e),
@@ -57,12 +65,21 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: MetadataRequest) -> Re
     ctx.reply(&resp)
 }
 
-async fn auto_create_or_fail(broker: &Broker, name: &str, auto_create: bool) -> Result<TopicMeta, ServeError> {
+async fn auto_create_or_fail(
+    broker: &Broker,
+    name: &str,
+    auto_create: bool,
+) -> Result<TopicMeta, ServeError> {
     validate_topic_name(name)?;
     if !auto_create {
         return Err(ServeError::UnknownTopicOrPartition(name.to_string()));
     }
-    let new = NewTopic { name, partitions: -1, replication_factor: -1, configs: Default::default() };
+    let new = NewTopic {
+        name,
+        partitions: -1,
+        replication_factor: -1,
+        configs: Default::default(),
+    };
     match create_topic(broker, new, false).await {
         Ok((meta, _)) => Ok(meta),
         // Another client created it between our read and our proposal.

@@ -46,11 +46,24 @@ pub enum ApiError {
     #[error("unknown or unsupported API key {0}")]
     UnknownApi(i16),
     #[error("{api:?} version {version} is not supported (supported: {min}-{max})")]
-    UnsupportedVersion { api: ApiKey, version: i16, min: i16, max: i16 },
+    UnsupportedVersion {
+        api: ApiKey,
+        version: i16,
+        min: i16,
+        max: i16,
+    },
     #[error("malformed {api:?} v{version} request: {source}")]
-    Malformed { api: ApiKey, version: i16, source: anyhow::Error },
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        source: anyhow::Error,
+    },
     #[error("cannot encode {api:?} v{version} response: {source}")]
-    Encode { api: ApiKey, version: i16, source: anyhow::Error },
+    Encode {
+        api: ApiKey,
+        version: i16,
+        source: anyhow::Error,
+    },
 }
 
 /// The decoded request context handlers need.
@@ -77,11 +90,17 @@ fn encode_frame<R: Encodable + HeaderVersion>(
     correlation_id: i32,
     resp: &R,
 ) -> Result<Bytes, ApiError> {
-    let err = |source| ApiError::Encode { api, version, source };
+    let err = |source| ApiError::Encode {
+        api,
+        version,
+        source,
+    };
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let mut buf = BytesMut::with_capacity(64);
     buf.put_i32(0);
-    header.encode(&mut buf, R::header_version(version)).map_err(err)?;
+    header
+        .encode(&mut buf, R::header_version(version))
+        .map_err(err)?;
     resp.encode(&mut buf, version).map_err(err)?;
     let size = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&size.to_be_bytes());
@@ -97,15 +116,30 @@ pub async fn handle(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, ApiErro
     if !(range.0..=range.1).contains(&version) {
         if api == ApiKey::ApiVersions {
             // KIP-511: answer with a v0 body listing our ranges; the client retries lower.
-            return Ok(Reply::Now(versions::unsupported_version_reply(prefix.correlation_id)?));
+            return Ok(Reply::Now(versions::unsupported_version_reply(
+                prefix.correlation_id,
+            )?));
         }
-        return Err(ApiError::UnsupportedVersion { api, version, min: range.0, max: range.1 });
+        return Err(ApiError::UnsupportedVersion {
+            api,
+            version,
+            min: range.0,
+            max: range.1,
+        });
     }
     let mut buf = frame;
-    let malformed = |source| ApiError::Malformed { api, version, source };
+    let malformed = |source| ApiError::Malformed {
+        api,
+        version,
+        source,
+    };
     let header =
         RequestHeader::decode(&mut buf, api.request_header_version(version)).map_err(malformed)?;
-    let ctx = Ctx { api, version, header };
+    let ctx = Ctx {
+        api,
+        version,
+        header,
+    };
     macro_rules! body {
         () => {
             Decodable::decode(&mut buf, version).map_err(malformed)?

@@ -19,7 +19,11 @@ struct Pending {
     flush: Option<oneshot::Receiver<FlushResult>>,
 }
 
-pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Result<Reply, ApiError> {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &Ctx,
+    req: ProduceRequest,
+) -> Result<Reply, ApiError> {
     let acks = req.acks;
     let now = crate::now_ms();
     let mut topics = Vec::with_capacity(req.topic_data.len());
@@ -57,13 +61,22 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: ProduceRequest) -> Res
                     Err(e) => Err(ServeError::from(e)),
                 }
             } else {
-                Err(ServeError::UnknownTopicOrPartition(format!("{}-{}", &*t.name.0, pd.index)))
+                Err(ServeError::UnknownTopicOrPartition(format!(
+                    "{}-{}",
+                    &*t.name.0, pd.index
+                )))
             };
             if let Err(e) = outcome {
                 tracing::debug!(topic = %&*t.name.0, partition = pd.index, error = %e, "produce rejected");
-                resp = resp.with_error_code(e.code()).with_error_message(Some(str_bytes(e.to_string())));
+                resp = resp
+                    .with_error_code(e.code())
+                    .with_error_message(Some(str_bytes(e.to_string())));
             }
-            pending.push(Pending { topic: ti, response: resp, flush });
+            pending.push(Pending {
+                topic: ti,
+                response: resp,
+                flush,
+            });
         }
     }
     if acks == 0 {

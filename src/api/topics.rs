@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
@@ -24,7 +26,11 @@ const MAX_PARTITIONS: i32 = 10_000;
 
 /// Kafka's topic name rules.
 pub fn validate_topic_name(name: &str) -> Result<(), ServeError> {
-    let bad = |why: &str| Err(ServeError::InvalidTopic(format!("Invalid topic name '{name}': {why}")));
+    let bad = |why: &str| {
+        Err(ServeError::InvalidTopic(format!(
+            "Invalid topic name '{name}': {why}"
+        )))
+    };
     if name.is_empty() {
         return bad("the empty string is not allowed");
     }
@@ -34,7 +40,10 @@ pub fn validate_topic_name(name: &str) -> Result<(), ServeError> {
     if name.len() > 249 {
         return bad("longer than 249 characters");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
         return bad("only ASCII alphanumerics, '.', '_' and '-' are allowed");
     }
     Ok(())
@@ -54,7 +63,11 @@ pub async fn create_topic(
     validate_only: bool,
 ) -> Result<(TopicMeta, TopicConfig), ServeError> {
     validate_topic_name(t.name)?;
-    let partitions = if t.partitions == -1 { broker.config.num_partitions } else { t.partitions };
+    let partitions = if t.partitions == -1 {
+        broker.config.num_partitions
+    } else {
+        t.partitions
+    };
     if !(1..=MAX_PARTITIONS).contains(&partitions) {
         return Err(ServeError::InvalidPartitions(format!(
             "Number of partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}"
@@ -77,16 +90,28 @@ pub async fn create_topic(
         )
         .into());
     }
-    let meta = TopicMeta { name: t.name.to_string(), id: Uuid::new_v4(), partitions, configs: t.configs };
+    let meta = TopicMeta {
+        name: t.name.to_string(),
+        id: Uuid::new_v4(),
+        partitions,
+        configs: t.configs,
+    };
     if !validate_only {
-        broker.metadata.propose(MetadataCommand::CreateTopic(meta.clone())).await?;
+        broker
+            .metadata
+            .propose(MetadataCommand::CreateTopic(meta.clone()))
+            .await?;
         broker.sync_logs()?;
         tracing::info!(topic = %meta.name, partitions, "created topic");
     }
     Ok((meta, config))
 }
 
-pub async fn create(broker: &Arc<Broker>, ctx: &Ctx, req: CreateTopicsRequest) -> Result<Reply, ApiError> {
+pub async fn create(
+    broker: &Arc<Broker>,
+    ctx: &Ctx,
+    req: CreateTopicsRequest,
+) -> Result<Reply, ApiError> {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
@@ -100,9 +125,13 @@ pub async fn create(broker: &Arc<Broker>, ctx: &Ctx, req: CreateTopicsRequest) -
             }
         }
         let outcome = match dup {
-            Some(d) => Err(ServeError::InvalidRequest(format!("config {d} given twice"))),
+            Some(d) => Err(ServeError::InvalidRequest(format!(
+                "config {d} given twice"
+            ))),
             None if !t.assignments.is_empty()
-                && t.assignments.iter().any(|a| a.broker_ids.iter().any(|b| b.0 != broker.node_id)) =>
+                && t.assignments
+                    .iter()
+                    .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.node_id)) =>
             {
                 Err(ServeError::InvalidRequest(format!(
                     "replica assignment names a broker other than {}",
@@ -110,8 +139,21 @@ pub async fn create(broker: &Arc<Broker>, ctx: &Ctx, req: CreateTopicsRequest) -
                 )))
             }
             None => {
-                let partitions = if t.assignments.is_empty() { t.num_partitions } else { t.assignments.len() as i32 };
-                let new = NewTopic { name: &name, partitions, replication_factor: if t.assignments.is_empty() { t.replication_factor } else { 1 }, configs };
+                let partitions = if t.assignments.is_empty() {
+                    t.num_partitions
+                } else {
+                    t.assignments.len() as i32
+                };
+                let new = NewTopic {
+                    name: &name,
+                    partitions,
+                    replication_factor: if t.assignments.is_empty() {
+                        t.replication_factor
+                    } else {
+                        1
+                    },
+                    configs,
+                };
                 create_topic(broker, new, req.validate_only).await
             }
         };
@@ -136,7 +178,10 @@ pub async fn create(broker: &Arc<Broker>, ctx: &Ctx, req: CreateTopicsRequest) -
     ctx.reply(&CreateTopicsResponse::default().with_topics(results))
 }
 
-fn described_configs(broker: &Broker, overrides: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
+fn described_configs(
+    broker: &Broker,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
     topic::effective(&broker.config, overrides)
         .into_iter()
         .map(|(name, (value, source))| {
@@ -148,11 +193,22 @@ fn described_configs(broker: &Broker, overrides: &BTreeMap<String, String>) -> V
         .collect()
 }
 
-pub async fn delete(broker: &Arc<Broker>, ctx: &Ctx, req: DeleteTopicsRequest) -> Result<Reply, ApiError> {
+pub async fn delete(
+    broker: &Arc<Broker>,
+    ctx: &Ctx,
+    req: DeleteTopicsRequest,
+) -> Result<Reply, ApiError> {
     // v6 names topics by name or id; earlier versions by name only.
-    let mut targets: Vec<(Option<String>, Uuid)> =
-        req.topic_names.iter().map(|n| (Some(n.0.to_string()), Uuid::nil())).collect();
-    targets.extend(req.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)));
+    let mut targets: Vec<(Option<String>, Uuid)> = req
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+        .collect();
+    targets.extend(
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
+    );
     let mut results = Vec::with_capacity(targets.len());
     for (name, id) in targets {
         let image = broker.metadata.image();
@@ -162,7 +218,12 @@ pub async fn delete(broker: &Arc<Broker>, ctx: &Ctx, req: DeleteTopicsRequest) -
         };
         let outcome = match found {
             Some(meta) => {
-                let res = broker.metadata.propose(MetadataCommand::DeleteTopic { name: meta.name.clone() }).await;
+                let res = broker
+                    .metadata
+                    .propose(MetadataCommand::DeleteTopic {
+                        name: meta.name.clone(),
+                    })
+                    .await;
                 match res {
                     Ok(()) => {
                         tracing::info!(topic = %meta.name, "deleted topic");
@@ -172,14 +233,24 @@ pub async fn delete(broker: &Arc<Broker>, ctx: &Ctx, req: DeleteTopicsRequest) -
                 }
             }
             None if name.is_none() => Err(ServeError::UnknownTopicId(id.to_string())),
-            None => Err(ServeError::UnknownTopicOrPartition(name.clone().unwrap_or_default())),
+            None => Err(ServeError::UnknownTopicOrPartition(
+                name.clone().unwrap_or_default(),
+            )),
         };
         let mut r = DeletableTopicResult::default()
             .with_name(name.map(|n| TopicName(str_bytes(n))))
             .with_topic_id(id);
         match outcome {
-            Ok(meta) => r = r.with_topic_id(meta.id).with_name(Some(TopicName(str_bytes(meta.name)))),
-            Err(e) => r = r.with_error_code(e.code()).with_error_message(Some(str_bytes(e.to_string()))),
+            Ok(meta) => {
+                r = r
+                    .with_topic_id(meta.id)
+                    .with_name(Some(TopicName(str_bytes(meta.name))))
+            }
+            Err(e) => {
+                r = r
+                    .with_error_code(e.code())
+                    .with_error_message(Some(str_bytes(e.to_string())))
+            }
         }
         results.push(r);
     }
@@ -214,7 +285,9 @@ pub async fn create_partitions(
         };
         let mut r = CreatePartitionsTopicResult::default().with_name(t.name);
         if let Err(e) = outcome {
-            r = r.with_error_code(e.code()).with_error_message(Some(str_bytes(e.to_string())));
+            r = r
+                .with_error_code(e.code())
+                .with_error_message(Some(str_bytes(e.to_string())));
         }
         results.push(r);
     }

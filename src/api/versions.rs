@@ -31,14 +31,20 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 ];
 
 pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
-    SUPPORTED.iter().find(|(k, _, _)| *k == api).map(|(_, min, max)| (*min, *max))
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == api)
+        .map(|(_, min, max)| (*min, *max))
 }
 
 fn table() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()
         .map(|(k, min, max)| {
-            ApiVersion::default().with_api_key(*k as i16).with_min_version(*min).with_max_version(*max)
+            ApiVersion::default()
+                .with_api_key(*k as i16)
+                .with_min_version(*min)
+                .with_max_version(*max)
         })
         .collect()
 }
@@ -64,7 +70,10 @@ mod tests {
     fn every_advertised_range_is_within_the_codec() {
         for (api, min, max) in SUPPORTED {
             let codec = api.valid_versions();
-            assert!(codec.min <= *min && *max <= codec.max, "{api:?} {min}-{max} vs {codec:?}");
+            assert!(
+                codec.min <= *min && *max <= codec.max,
+                "{api:?} {min}-{max} vs {codec:?}"
+            );
             assert!(min <= max);
         }
     }

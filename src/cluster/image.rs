@@ -36,7 +36,11 @@ impl MetadataImage {
 
     /// Rebuilds derived indexes after deserialisation.
     pub fn reindex(&mut self) {
-        self.ids = self.topics.values().map(|t| (t.id, t.name.clone())).collect();
+        self.ids = self
+            .topics
+            .values()
+            .map(|t| (t.id, t.name.clone()))
+            .collect();
     }
 
     /// Applies one command: the deterministic core of the state machine.
@@ -105,18 +109,29 @@ mod tests {
             Err(MetadataError::TopicExists("orders".into()))
         );
         assert_eq!(img.topic_by_id(&t.id).map(|m| m.partitions), Some(3));
-        let shrink = MetadataCommand::CreatePartitions { name: "orders".into(), count: 2 };
+        let shrink = MetadataCommand::CreatePartitions {
+            name: "orders".into(),
+            count: 2,
+        };
         assert!(matches!(
             img.apply(&shrink),
             Err(MetadataError::InvalidPartitionCount { .. })
         ));
-        img.apply(&MetadataCommand::CreatePartitions { name: "orders".into(), count: 5 })
-            .unwrap();
+        img.apply(&MetadataCommand::CreatePartitions {
+            name: "orders".into(),
+            count: 5,
+        })
+        .unwrap();
         assert_eq!(img.topic("orders").map(|m| m.partitions), Some(5));
-        img.apply(&MetadataCommand::DeleteTopic { name: "orders".into() }).unwrap();
+        img.apply(&MetadataCommand::DeleteTopic {
+            name: "orders".into(),
+        })
+        .unwrap();
         assert!(img.topic_by_id(&t.id).is_none());
         assert_eq!(
-            img.apply(&MetadataCommand::DeleteTopic { name: "orders".into() }),
+            img.apply(&MetadataCommand::DeleteTopic {
+                name: "orders".into()
+            }),
             Err(MetadataError::UnknownTopic("orders".into()))
         );
     }

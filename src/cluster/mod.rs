@@ -59,7 +59,11 @@ impl Metadata {
             max_in_snapshot_log_to_keep: 100,
             ..Default::default()
         };
-        let config = Arc::new(config.validate().map_err(|e| ClusterError::Raft(e.to_string()))?);
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| ClusterError::Raft(e.to_string()))?,
+        );
         let log_store =
             store::LogStore::open(dir).map_err(|e| ClusterError::Storage(e.to_string()))?;
         let (tx, changes) = watch::channel(0u64);
@@ -69,10 +73,16 @@ impl Metadata {
         let raft = Raft::new(node_id, config, network::Network, log_store, sm)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        if !raft.is_initialized().await.map_err(|e| ClusterError::Raft(e.to_string()))? {
+        if !raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?
+        {
             let mut members = BTreeMap::new();
             members.insert(node_id, BasicNode::default());
-            raft.initialize(members).await.map_err(|e| ClusterError::Raft(e.to_string()))?;
+            raft.initialize(members)
+                .await
+                .map_err(|e| ClusterError::Raft(e.to_string()))?;
             tracing::info!(node_id, "bootstrapped a one-voter metadata quorum");
         }
         let wait = Duration::from_secs(10);
@@ -82,7 +92,11 @@ impl Metadata {
             .map_err(|_| ClusterError::NoLeader(wait))?;
         // Make sure everything committed before a restart is applied before serving.
         let _ = raft.ensure_linearizable().await;
-        Ok(Self { raft, image, changes })
+        Ok(Self {
+            raft,
+            image,
+            changes,
+        })
     }
 
     /// The current metadata image (a consistent snapshot; cheap).

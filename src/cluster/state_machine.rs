@@ -100,7 +100,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         write_json_atomic(&self.dir.join("snapshot.json"), &persisted).map_err(io_err)?;
         let data = serde_json::to_vec(&persisted).map_err(io_err)?;
         self.snapshot = Some(persisted);
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
@@ -169,9 +172,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
-        let Some(snap) = &self.snapshot else { return Ok(None) };
-        let Some(meta) = snap.meta.clone() else { return Ok(None) };
+        let Some(snap) = &self.snapshot else {
+            return Ok(None);
+        };
+        let Some(meta) = snap.meta.clone() else {
+            return Ok(None);
+        };
         let data = serde_json::to_vec(snap).map_err(io_err)?;
-        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
     }
 }

@@ -56,9 +56,12 @@ pub(super) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Res
 
 pub(super) fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -86,7 +89,10 @@ impl LogStore {
                 }
             }
         }
-        let log_file = OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let log_file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         log_file.set_len(valid_len)?;
         let inner = Inner {
             log,
@@ -96,7 +102,9 @@ impl LogStore {
             purged: read_json(&dir.join("purged.json"))?,
             dir: dir.to_path_buf(),
         };
-        Ok(Self { inner: Arc::new(Mutex::new(inner)) })
+        Ok(Self {
+            inner: Arc::new(Mutex::new(inner)),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -127,7 +135,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, SErr> {
-        Ok(self.lock().log.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(self
+            .lock()
+            .log
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 }
 
@@ -136,8 +149,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
         let inner = self.lock();
-        let last = inner.log.values().next_back().map(|e| *e.get_log_id()).or(inner.purged);
-        Ok(LogState { last_purged_log_id: inner.purged, last_log_id: last })
+        let last = inner
+            .log
+            .values()
+            .next_back()
+            .map(|e| *e.get_log_id())
+            .or(inner.purged);
+        Ok(LogState {
+            last_purged_log_id: inner.purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -180,13 +201,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             new.push(entry);
         }
         // Metadata writes are rare and tiny; an fsync inline here is cheaper than a hand-off.
-        let res = inner.log_file.write_all(&buf).and_then(|_| inner.log_file.sync_data());
+        let res = inner
+            .log_file
+            .write_all(&buf)
+            .and_then(|_| inner.log_file.sync_data());
         if res.is_ok() {
             for entry in new {
                 inner.log.insert(entry.log_id.index, entry);
             }
         }
-        let failed = res.as_ref().err().map(|e| io::Error::new(e.kind(), e.to_string()));
+        let failed = res
+            .as_ref()
+            .err()
+            .map(|e| io::Error::new(e.kind(), e.to_string()));
         callback.log_io_completed(res);
         match failed {
             Some(e) => Err(io_err(e)),

@@ -23,10 +23,18 @@ openraft::declare_raft_types!(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MetadataCommand {
     CreateTopic(TopicMeta),
-    DeleteTopic { name: String },
-    CreatePartitions { name: String, count: i32 },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        count: i32,
+    },
     /// Replaces the topic's whole set of config overrides.
-    SetTopicConfigs { name: String, configs: BTreeMap<String, String> },
+    SetTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
 }
 
 /// Why the state machine refused a command.
@@ -36,6 +44,12 @@ pub enum MetadataError {
     TopicExists(String),
     #[error("topic '{0}' does not exist")]
     UnknownTopic(String),
-    #[error("topic '{name}' has {current} partitions; the new count must be larger, got {requested}")]
-    InvalidPartitionCount { name: String, current: i32, requested: i32 },
+    #[error(
+        "topic '{name}' has {current} partitions; the new count must be larger, got {requested}"
+    )]
+    InvalidPartitionCount {
+        name: String,
+        current: i32,
+        requested: i32,
+    },
 }

@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config: {0}")]
     Parse(String),
     #[error("invalid value for {key}: {reason}")]
@@ -121,8 +124,10 @@ impl BrokerConfig {
     ) -> Result<Self, ConfigError> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })?;
                 text.parse::<toml::Table>()
                     .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?
             }
@@ -131,7 +136,9 @@ impl BrokerConfig {
         let known = toml::Table::try_from(BrokerConfig::default())
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
         for (name, raw) in env {
-            let Some(key) = name.strip_prefix("STRATA_") else { continue };
+            let Some(key) = name.strip_prefix("STRATA_") else {
+                continue;
+            };
             let key = key.to_ascii_lowercase();
             let Some(default) = known.get(&key) else {
                 // Other STRATA_* variables (test harness, tools) are not broker keys.
@@ -156,10 +163,16 @@ impl BrokerConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: &str| ConfigError::Invalid { key, reason: reason.into() };
-        self.listen
-            .parse::<SocketAddr>()
-            .map_err(|e| invalid("listen", &format!("'{}' is not host:port ({e})", self.listen)))?;
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.into(),
+        };
+        self.listen.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "listen",
+                &format!("'{}' is not host:port ({e})", self.listen),
+            )
+        })?;
         if !self.advertised_listener.is_empty() {
             parse_host_port(&self.advertised_listener)
                 .ok_or_else(|| invalid("advertised_listener", "expected host:port"))?;
@@ -208,10 +221,19 @@ fn parse_host_port(s: &str) -> Option<(String, i32)> {
 
 /// Parses an environment value with the type of the key's default.
 fn env_value(key: &str, raw: &str, default: &toml::Value) -> Result<toml::Value, ConfigError> {
-    let bad = |what: &str| ConfigError::Parse(format!("STRATA_{}='{raw}': expected {what}", key.to_ascii_uppercase()));
+    let bad = |what: &str| {
+        ConfigError::Parse(format!(
+            "STRATA_{}='{raw}': expected {what}",
+            key.to_ascii_uppercase()
+        ))
+    };
     Ok(match default {
-        toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?),
-        toml::Value::Boolean(_) => toml::Value::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?),
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(raw.trim().parse().map_err(|_| bad("an integer"))?)
+        }
+        toml::Value::Boolean(_) => {
+            toml::Value::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?)
+        }
         _ => toml::Value::String(raw.to_string()),
     })
 }
@@ -234,17 +256,33 @@ mod tests {
         let path = dir.path().join("strata.toml");
         std::fs::write(&path, "num_partitions = 7\nlisten = \"127.0.0.1:1000\"\n").unwrap();
         let cfg = BrokerConfig::load(Some(&path), env(&[]), &Overrides::default()).unwrap();
-        assert_eq!((cfg.num_partitions, cfg.listen.as_str()), (7, "127.0.0.1:1000"));
+        assert_eq!(
+            (cfg.num_partitions, cfg.listen.as_str()),
+            (7, "127.0.0.1:1000")
+        );
         let cfg = BrokerConfig::load(
             Some(&path),
-            env(&[("STRATA_NUM_PARTITIONS", "9"), ("STRATA_LISTEN", "127.0.0.1:2000")]),
+            env(&[
+                ("STRATA_NUM_PARTITIONS", "9"),
+                ("STRATA_LISTEN", "127.0.0.1:2000"),
+            ]),
             &Overrides::default(),
         )
         .unwrap();
-        assert_eq!((cfg.num_partitions, cfg.listen.as_str()), (9, "127.0.0.1:2000"));
-        let flags = Overrides { listen: Some("127.0.0.1:3000".into()), ..Default::default() };
-        let cfg = BrokerConfig::load(Some(&path), env(&[("STRATA_LISTEN", "127.0.0.1:2000")]), &flags)
-            .unwrap();
+        assert_eq!(
+            (cfg.num_partitions, cfg.listen.as_str()),
+            (9, "127.0.0.1:2000")
+        );
+        let flags = Overrides {
+            listen: Some("127.0.0.1:3000".into()),
+            ..Default::default()
+        };
+        let cfg = BrokerConfig::load(
+            Some(&path),
+            env(&[("STRATA_LISTEN", "127.0.0.1:2000")]),
+            &flags,
+        )
+        .unwrap();
         assert_eq!(cfg.listen, "127.0.0.1:3000");
     }
 
@@ -254,9 +292,24 @@ mod tests {
         let path = dir.path().join("strata.toml");
         std::fs::write(&path, "num_partitons = 7\n").unwrap();
         assert!(BrokerConfig::load(Some(&path), env(&[]), &Overrides::default()).is_err());
-        assert!(BrokerConfig::load(None, env(&[("STRATA_NUM_PARTITIONS", "x")]), &Overrides::default()).is_err());
-        assert!(BrokerConfig::load(None, env(&[("STRATA_NUM_PARTITIONS", "0")]), &Overrides::default()).is_err());
-        assert!(BrokerConfig::load(None, env(&[("STRATA_LISTEN", "nope")]), &Overrides::default()).is_err());
+        assert!(BrokerConfig::load(
+            None,
+            env(&[("STRATA_NUM_PARTITIONS", "x")]),
+            &Overrides::default()
+        )
+        .is_err());
+        assert!(BrokerConfig::load(
+            None,
+            env(&[("STRATA_NUM_PARTITIONS", "0")]),
+            &Overrides::default()
+        )
+        .is_err());
+        assert!(BrokerConfig::load(
+            None,
+            env(&[("STRATA_LISTEN", "nope")]),
+            &Overrides::default()
+        )
+        .is_err());
         assert!(BrokerConfig::load(
             None,
             env(&[("STRATA_LOG_MESSAGE_TIMESTAMP_TYPE", "Sometime")]),
@@ -269,7 +322,10 @@ mod tests {
     fn advertised_defaults_to_listen() {
         let cfg = BrokerConfig::default();
         assert_eq!(cfg.advertised(), ("127.0.0.1".to_string(), 9092));
-        let cfg = BrokerConfig { advertised_listener: "[::1]:19092".into(), ..cfg };
+        let cfg = BrokerConfig {
+            advertised_listener: "[::1]:19092".into(),
+            ..cfg
+        };
         assert_eq!(cfg.advertised(), ("::1".to_string(), 19092));
     }
 }

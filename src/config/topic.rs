@@ -58,7 +58,11 @@ pub enum TopicConfigError {
     #[error("Unknown topic config name: {0}")]
     Unknown(String),
     #[error("Invalid value '{value}' for configuration {name}: {reason}")]
-    Invalid { name: String, value: String, reason: String },
+    Invalid {
+        name: String,
+        value: String,
+        reason: String,
+    },
 }
 
 /// A topic's effective configuration.
@@ -89,7 +93,12 @@ impl TopicConfig {
     ) -> Result<Self, TopicConfigError> {
         validate(overrides)?;
         let values = effective(broker, overrides);
-        let get = |name: &str| values.get(name).map(|(v, _)| v.as_str()).unwrap_or_default();
+        let get = |name: &str| {
+            values
+                .get(name)
+                .map(|(v, _)| v.as_str())
+                .unwrap_or_default()
+        };
         let long = |name: &str| get(name).parse::<i64>().unwrap_or_default();
         let cfg = TopicConfig {
             retention_ms: long("retention.ms"),
@@ -107,8 +116,10 @@ impl TopicConfig {
             min_insync_replicas: long("min.insync.replicas") as i32,
         };
         // Broker defaults are validated through the same rules as overrides.
-        let all: BTreeMap<String, String> =
-            values.into_iter().map(|(k, (v, _))| (k.to_string(), v)).collect();
+        let all: BTreeMap<String, String> = values
+            .into_iter()
+            .map(|(k, (v, _))| (k.to_string(), v))
+            .collect();
         validate(&all)?;
         Ok(cfg)
     }
@@ -133,7 +144,10 @@ pub fn validate(overrides: &BTreeMap<String, String>) -> Result<(), TopicConfigE
 fn check_value(def: &ConfigDef, value: &str) -> Result<(), String> {
     match def.kind {
         Kind::Int | Kind::Long => {
-            let v: i64 = value.trim().parse().map_err(|_| "not a number".to_string())?;
+            let v: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| "not a number".to_string())?;
             if def.kind == Kind::Int && i32::try_from(v).is_err() {
                 return Err("out of range for an int".into());
             }
@@ -142,7 +156,10 @@ fn check_value(def: &ConfigDef, value: &str) -> Result<(), String> {
             }
         }
         Kind::Boolean => {
-            value.trim().parse::<bool>().map_err(|_| "expected true or false".to_string())?;
+            value
+                .trim()
+                .parse::<bool>()
+                .map_err(|_| "expected true or false".to_string())?;
         }
         Kind::String | Kind::List => {}
     }
@@ -151,7 +168,8 @@ fn check_value(def: &ConfigDef, value: &str) -> Result<(), String> {
             Err("only 'delete' is supported; log compaction is not available yet".into())
         }
         "compression.type" if value.trim() != "producer" => Err(
-            "only 'producer' is supported: batches are stored as the producer compressed them".into(),
+            "only 'producer' is supported: batches are stored as the producer compressed them"
+                .into(),
         ),
         "message.timestamp.type" if !matches!(value, "CreateTime" | "LogAppendTime") => {
             Err("expected CreateTime or LogAppendTime".into())
@@ -164,7 +182,11 @@ fn check_value(def: &ConfigDef, value: &str) -> Result<(), String> {
 fn broker_default(broker: &BrokerConfig, name: &str) -> (String, Source) {
     let builtin = BrokerConfig::default();
     let pick = |value: String, default: String| {
-        let source = if value == default { Source::DefaultConfig } else { Source::StaticBrokerConfig };
+        let source = if value == default {
+            Source::DefaultConfig
+        } else {
+            Source::StaticBrokerConfig
+        };
         (value, source)
     };
     macro_rules! field {
@@ -215,7 +237,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -245,7 +270,10 @@ mod tests {
             ("unclean.leader.election.enable", "maybe"),
         ] {
             assert!(
-                matches!(validate(&map(&[(k, v)])), Err(TopicConfigError::Invalid { .. })),
+                matches!(
+                    validate(&map(&[(k, v)])),
+                    Err(TopicConfigError::Invalid { .. })
+                ),
                 "{k}={v}"
             );
         }
@@ -253,10 +281,16 @@ mod tests {
 
     #[test]
     fn effective_reports_sources() {
-        let broker = BrokerConfig { log_retention_ms: 5, ..Default::default() };
+        let broker = BrokerConfig {
+            log_retention_ms: 5,
+            ..Default::default()
+        };
         let eff = effective(&broker, &map(&[("segment.ms", "10")]));
         assert_eq!(eff["segment.ms"], ("10".to_string(), Source::TopicConfig));
-        assert_eq!(eff["retention.ms"], ("5".to_string(), Source::StaticBrokerConfig));
+        assert_eq!(
+            eff["retention.ms"],
+            ("5".to_string(), Source::StaticBrokerConfig)
+        );
         assert_eq!(eff["retention.bytes"].1, Source::DefaultConfig);
     }
 }

@@ -213,6 +213,18 @@ pub fn validate_produce_batches(
             )));
         }
         check_counts(&header)?;
+        // Control batches are written by the broker itself (transaction markers), never by
+        // producers; transactions are not offered (no InitProducerId/AddPartitionsToTxn).
+        if header.is_control() {
+            return Err(LogError::InvalidRecord(format!(
+                "batch at byte {pos} is a control batch; producers may not write those"
+            )));
+        }
+        if header.is_transactional() {
+            return Err(LogError::InvalidRecord(format!(
+                "batch at byte {pos} is transactional; this broker does not offer transactions yet"
+            )));
+        }
         if header.compression_codec() > MAX_COMPRESSION_CODEC {
             return Err(LogError::InvalidRecord(format!(
                 "unknown compression codec {}",
@@ -334,12 +346,12 @@ impl Iterator for BatchIter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::testutil::{test_batch, test_batch_with};
+    use crate::log::testutil::{test_batch, test_batch_with, Record};
+    use proptest::collection::vec;
     use proptest::prelude::*;
 
     fn one(n: usize) -> Vec<u8> {
-        let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
-            (0..n).map(|_| (None, Some(&b"v"[..]))).collect();
+        let recs: Vec<Record<'_>> = (0..n).map(|_| (None, Some(&b"v"[..]))).collect();
         test_batch(&recs, 1_000)
     }
 
@@ -463,13 +475,13 @@ mod tests {
     proptest! {
         #[test]
         fn patch_keeps_crc_valid(
-            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..8),
+            values in vec(vec(any::<u8>(), 0..64), 1..8),
             ts in any::<i64>(),
             base in 0i64..i64::MAX / 2,
             epoch in any::<i32>(),
             append_time in proptest::option::of(any::<i64>()),
         ) {
-            let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
+            let recs: Vec<Record<'_>> =
                 values.iter().map(|v| (None, Some(v.as_slice()))).collect();
             let mut b = test_batch(&recs, ts);
             let h = patch_batch(&mut b, base, epoch, append_time).unwrap();

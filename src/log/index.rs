@@ -20,7 +20,9 @@ use super::batch::HEADER_LEN;
 
 /// Cap on entries per index, as Kafka's default `segment.index.bytes` (10 MiB) gives; the
 /// segment rolls when an index reaches it so memory per segment stays bounded.
-pub const MAX_INDEX_ENTRIES: usize = 10 * 1024 * 1024 / 8;
+pub const MAX_INDEX_ENTRIES: usize = 10 * 1024 * 1024 / OFFSET_ENTRY_LEN;
+pub const OFFSET_ENTRY_LEN: usize = 8;
+pub const TIME_ENTRY_LEN: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -40,6 +42,10 @@ pub enum IndexError {
     },
     #[error("entry names relative offset {relative_offset}, past the segment end {limit}")]
     OffsetOutOfRange { relative_offset: u32, limit: u64 },
+    #[error("the log does not continue from the last index entry: {0}")]
+    TailMismatch(String),
+    #[error("time index has no entries for a non-empty segment")]
+    MissingTimeEntries,
 }
 
 /// One fixed-size index entry.
@@ -64,7 +70,7 @@ pub struct OffsetEntry {
 }
 
 impl IndexEntry for OffsetEntry {
-    const LEN: usize = 8;
+    const LEN: usize = OFFSET_ENTRY_LEN;
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.relative_offset.to_be_bytes());
         out.extend_from_slice(&self.position.to_be_bytes());
@@ -90,7 +96,7 @@ pub struct TimeEntry {
 }
 
 impl IndexEntry for TimeEntry {
-    const LEN: usize = 12;
+    const LEN: usize = TIME_ENTRY_LEN;
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.timestamp.to_be_bytes());
         out.extend_from_slice(&self.relative_offset.to_be_bytes());
@@ -141,7 +147,7 @@ impl<E: IndexEntry> SparseIndex<E> {
     /// batches is rejected before it is trusted.
     pub fn decode(bytes: &[u8], log_size: u64) -> Result<Self, IndexError> {
         let len = bytes.len() as u64;
-        if bytes.len() % E::LEN != 0 {
+        if !bytes.len().is_multiple_of(E::LEN) {
             return Err(IndexError::BadLength {
                 len,
                 entry_len: E::LEN,
@@ -362,6 +368,31 @@ mod tests {
         assert!(OffsetIndex::load(&dir.path().join("missing"), 0)
             .unwrap()
             .is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn encode_decode_round_trips(
+            steps in proptest::collection::vec((1u32..1000, 61u32..10_000, 0i64..1000), 0..200),
+        ) {
+            let (mut offsets, mut times) = (OffsetIndex::new(), TimeIndex::new());
+            let (mut rel, mut pos, mut ts) = (0u32, 0u32, -1i64);
+            for (d_rel, d_pos, d_ts) in steps {
+                rel += d_rel;
+                pos += d_pos;
+                ts += d_ts;
+                offsets.push(OffsetEntry { relative_offset: rel, position: pos });
+                times.maybe_push(ts, rel);
+            }
+            let log_size = u64::from(pos) + 1;
+            let enc = SparseIndex::encode(offsets.entries());
+            let dec = OffsetIndex::decode(&enc, log_size).unwrap();
+            proptest::prop_assert_eq!(dec.entries(), offsets.entries());
+            proptest::prop_assert!(dec.check_positions(log_size).is_ok());
+            let enc = SparseIndex::encode(times.entries());
+            let dec = TimeIndex::decode(&enc, log_size).unwrap();
+            proptest::prop_assert_eq!(dec.entries(), times.entries());
+        }
     }
 
     #[test]

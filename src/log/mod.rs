@@ -25,6 +25,7 @@ mod checkpoint;
 pub mod index;
 pub mod partition;
 pub mod policy;
+pub mod records;
 mod scan;
 pub mod segment;
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub(crate) struct ScanEnd {
 }
 
 /// Reads the fixed header of the batch at `pos`.
-pub(crate) fn read_header_at(file: &File, pos: u64) -> io::Result<[u8; HEADER_LEN]> {
+fn read_header_at(file: &File, pos: u64) -> io::Result<[u8; HEADER_LEN]> {
     let mut buf = [0u8; HEADER_LEN];
     file.read_exact_at(&mut buf, pos)?;
     Ok(buf)

@@ -26,15 +26,18 @@ fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
     }
 }
 
+/// A record's key and value.
+pub(crate) type Record<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// A producer-style batch (base offset 0, no producer id) whose records all carry `ts`.
-pub(crate) fn test_batch(records: &[(Option<&[u8]>, Option<&[u8]>)], ts: i64) -> Vec<u8> {
+pub(crate) fn test_batch(records: &[Record<'_>], ts: i64) -> Vec<u8> {
     test_batch_with(records, ts, |_| {})
 }
 
 /// Like [`test_batch`], letting the test bend header fields before the length and CRC are
 /// filled in.
 pub(crate) fn test_batch_with(
-    records: &[(Option<&[u8]>, Option<&[u8]>)],
+    records: &[Record<'_>],
     ts: i64,
     mutate: impl FnOnce(&mut BatchHeader),
 ) -> Vec<u8> {
@@ -89,7 +92,6 @@ pub(crate) fn test_batch_with(
 /// A batch of `n` records with `value_len`-byte values at timestamp `ts`.
 pub(crate) fn batch_of(n: usize, value_len: usize, ts: i64) -> Vec<u8> {
     let value = vec![b'x'; value_len];
-    let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
-        (0..n).map(|_| (None, Some(value.as_slice()))).collect();
+    let recs: Vec<Record<'_>> = (0..n).map(|_| (None, Some(value.as_slice()))).collect();
     test_batch(&recs, ts)
 }

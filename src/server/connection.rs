@@ -85,7 +85,14 @@ async fn read_loop(
                 return;
             }
         };
-        if tx.send(Outgoing { reply, _permit: permit }).await.is_err() {
+        if tx
+            .send(Outgoing {
+                reply,
+                _permit: permit,
+            })
+            .await
+            .is_err()
+        {
             return;
         }
     }

@@ -51,11 +51,20 @@ mod tests {
     #[test]
     fn sizes() {
         assert_eq!(frame_size(100i32.to_be_bytes(), 1000), Ok(100));
-        assert_eq!(frame_size((-1i32).to_be_bytes(), 1000), Err(FrameError::BadSize(-1)));
-        assert_eq!(frame_size(3i32.to_be_bytes(), 1000), Err(FrameError::BadSize(3)));
+        assert_eq!(
+            frame_size((-1i32).to_be_bytes(), 1000),
+            Err(FrameError::BadSize(-1))
+        );
+        assert_eq!(
+            frame_size(3i32.to_be_bytes(), 1000),
+            Err(FrameError::BadSize(3))
+        );
         assert_eq!(
             frame_size(i32::MAX.to_be_bytes(), 1000),
-            Err(FrameError::TooLarge { size: i32::MAX as usize, max: 1000 })
+            Err(FrameError::TooLarge {
+                size: i32::MAX as usize,
+                max: 1000
+            })
         );
     }
 
@@ -64,7 +73,11 @@ mod tests {
         let frame = [0, 18, 0, 3, 0, 0, 0, 7, 0xff];
         assert_eq!(
             HeaderPrefix::parse(&frame),
-            Some(HeaderPrefix { api_key: 18, api_version: 3, correlation_id: 7 })
+            Some(HeaderPrefix {
+                api_key: 18,
+                api_version: 3,
+                correlation_id: 7
+            })
         );
         assert_eq!(HeaderPrefix::parse(&frame[..7]), None);
     }

@@ -18,7 +18,11 @@ use crate::broker::Broker;
 
 /// Accepts clients until `shutdown` flips to true, then waits (bounded) for connections to
 /// finish their in-flight requests.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections));
     let mut conns = JoinSet::new();
     loop {
@@ -53,7 +57,10 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: wat
         .await
         .is_err()
     {
-        tracing::warn!(open = conns.len(), "closing connections still busy after {grace:?}");
+        tracing::warn!(
+            open = conns.len(),
+            "closing connections still busy after {grace:?}"
+        );
         conns.abort_all();
     }
 }

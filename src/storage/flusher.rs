@@ -43,18 +43,28 @@ impl Flusher {
     pub async fn submit(&self, partition: Arc<Partition>) -> oneshot::Receiver<FlushResult> {
         let (done, rx) = oneshot::channel();
         // If the flusher is gone, `done` is dropped and the receiver reports that.
-        let _ = self.tx.send(Request { partition, done: Some(done) }).await;
+        let _ = self
+            .tx
+            .send(Request {
+                partition,
+                done: Some(done),
+            })
+            .await;
         rx
     }
 
     /// Awaits a receiver from `submit`.
     pub async fn wait(rx: oneshot::Receiver<FlushResult>) -> FlushResult {
-        rx.await.unwrap_or_else(|_| Err(Arc::new(std::io::Error::other("broker is shutting down"))))
+        rx.await
+            .unwrap_or_else(|_| Err(Arc::new(std::io::Error::other("broker is shutting down"))))
     }
 
     /// Requests a flush without waiting for it (acks=0 and background flushes).
     pub fn flush_soon(&self, partition: Arc<Partition>) {
-        let _ = self.tx.try_send(Request { partition, done: None });
+        let _ = self.tx.try_send(Request {
+            partition,
+            done: None,
+        });
     }
 }
 

@@ -84,17 +84,28 @@ impl LogManager {
     }
 
     pub fn topic(&self, name: &str) -> Option<HostedTopic> {
-        self.topics.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
-        topics.get(topic)?.partitions.get(usize::try_from(index).ok()?).cloned()
+        topics
+            .get(topic)?
+            .partitions
+            .get(usize::try_from(index).ok()?)
+            .cloned()
     }
 
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
         let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
-        topics.values().flat_map(|t| t.partitions.iter().cloned()).collect()
+        topics
+            .values()
+            .flat_map(|t| t.partitions.iter().cloned())
+            .collect()
     }
 
     /// Brings hosted partitions in line with `image`: opens new ones, applies config changes,
@@ -123,7 +134,10 @@ impl LogManager {
             });
             let hosted = topics
                 .entry(meta.name.clone())
-                .or_insert_with(|| HostedTopic { id: meta.id, partitions: Vec::new() });
+                .or_insert_with(|| HostedTopic {
+                    id: meta.id,
+                    partitions: Vec::new(),
+                });
             for p in &hosted.partitions {
                 if p.config() != config {
                     p.set_config(config.clone());
@@ -150,11 +164,14 @@ impl LogManager {
     /// Removes partition directories on disk that belong to no topic in `image` (a topic
     /// deleted while the broker was down).
     pub fn remove_orphans(&self, image: &MetadataImage) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             let known = name.rsplit_once('-').is_some_and(|(topic, p)| {
-                p.parse::<i32>().is_ok_and(|p| image.topic(topic).is_some_and(|m| p < m.partitions))
+                p.parse::<i32>()
+                    .is_ok_and(|p| image.topic(topic).is_some_and(|m| p < m.partitions))
             });
             if !known {
                 remove_partition_dir(&entry.path());
@@ -164,7 +181,8 @@ impl LogManager {
 
     /// Periodic work: retention and relaxed-policy flushes. Runs until the process ends.
     pub async fn run_background(self: Arc<Self>) {
-        let retention_every = Duration::from_millis(self.broker.log_retention_check_interval_ms.max(100));
+        let retention_every =
+            Duration::from_millis(self.broker.log_retention_check_interval_ms.max(100));
         let mut retention = tokio::time::interval(retention_every);
         let mut flush = tokio::time::interval(Duration::from_millis(100));
         loop {
@@ -203,7 +221,10 @@ impl LogManager {
 
 fn remove_partition_dir(dir: &Path) {
     // Rename first so a crash mid-delete never leaves a half-deleted live partition.
-    let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let doomed = dir.with_file_name(format!("{name}.{}-delete", Uuid::new_v4().simple()));
     let target = match std::fs::rename(dir, &doomed) {
         Ok(()) => doomed,

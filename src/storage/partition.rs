@@ -69,7 +69,12 @@ impl Partition {
             topic,
             index,
             dir,
-            state: Mutex::new(State { log, config, unflushed_messages: 0, last_flush_ms: now_ms }),
+            state: Mutex::new(State {
+                log,
+                config,
+                unflushed_messages: 0,
+                last_flush_ms: now_ms,
+            }),
             high_watermark: AtomicI64::new(hw),
             data_changed,
         }
@@ -190,18 +195,35 @@ impl Partition {
         Ok((read.records, offsets))
     }
 
-    /// ListOffsets by timestamp: (offset, timestamp) of the first batch at or after `ts`.
+    /// ListOffsets by timestamp: (offset, timestamp) of the first record at or after `ts`.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
         let hw = self.high_watermark();
         let st = self.lock();
-        Ok(st.log.offset_for_timestamp(ts)?.filter(|(offset, _)| *offset < hw))
+        let start = st.log.log_start_offset();
+        // Batches are ordered by offset, not time: take the first whose max timestamp
+        // reaches `ts`, then the first record inside it that does.
+        let Some((base, _)) = st.log.offset_for_timestamp(ts)? else {
+            return Ok(None);
+        };
+        if base >= hw {
+            return Ok(None);
+        }
+        let batch = st.log.read(base, 1, hw)?.records;
+        drop(st);
+        crate::log::records::first_at_or_after(&batch, ts, start)
     }
 
-    /// ListOffsets MAX_TIMESTAMP: the batch holding the largest timestamp.
+    /// ListOffsets MAX_TIMESTAMP: the first record holding the largest timestamp.
     pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
         let hw = self.high_watermark();
         let st = self.lock();
-        Ok(st.log.max_timestamp().filter(|(offset, _)| *offset < hw))
+        let start = st.log.log_start_offset();
+        let Some((offset, _)) = st.log.max_timestamp().filter(|(offset, _)| *offset < hw) else {
+            return Ok(None);
+        };
+        let batch = st.log.read(offset, 1, hw)?.records;
+        drop(st);
+        crate::log::records::max_timestamp_record(&batch, start)
     }
 
     /// DeleteRecords: moves the log start offset to `offset` (-1 = high watermark).

@@ -11,19 +11,27 @@
 //! Does not decide when to roll or delete (see `policy`), and never fsyncs on append:
 //! durability is the caller's flush, possibly through [`Segment::sync_handle`] without
 //! holding the partition lock.
+//!
+//! `open` holds opening and recovery; `indexer` turns the stream of batches into index
+//! entries.
+
+mod indexer;
+mod open;
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::batch::{BatchHeader, BatchIter};
-use super::index::{IndexError, OffsetEntry, OffsetIndex, TimeIndex, MAX_INDEX_ENTRIES};
-use super::scan::{read_header_at, scan};
+use super::batch::{BatchHeader, BatchIter, HEADER_LEN};
 use super::LogError;
+use indexer::Indexes;
+
+/// Bytes read at a time while walking batch headers in search of an offset or timestamp;
+/// a few index intervals' worth at the default interval.
+const HEADER_WINDOW_BYTES: u64 = 16 * 1024;
 
 pub const LOG_SUFFIX: &str = "log";
 pub const INDEX_SUFFIX: &str = "index";
@@ -51,86 +59,6 @@ pub struct ReadSlice {
     pub first_offset: i64,
     /// Offset just past the last batch returned.
     pub next_offset: i64,
-}
-
-/// The running state from which index entries are made as batches go by, whether they
-/// are being appended or rescanned from disk.
-#[derive(Debug)]
-struct Indexes {
-    base_offset: i64,
-    interval_bytes: u64,
-    offset: OffsetIndex,
-    time: TimeIndex,
-    /// Largest batch max timestamp so far, with that batch's base offset.
-    max_timestamp: Option<(i64, i64)>,
-    bytes_since_last_entry: u64,
-}
-
-impl Indexes {
-    fn new(base_offset: i64, interval_bytes: u32) -> Self {
-        Indexes {
-            base_offset,
-            interval_bytes: u64::from(interval_bytes),
-            offset: OffsetIndex::new(),
-            time: TimeIndex::new(),
-            max_timestamp: None,
-            bytes_since_last_entry: 0,
-        }
-    }
-
-    fn relative(&self, offset: i64) -> Option<u32> {
-        u32::try_from(offset.checked_sub(self.base_offset)?).ok()
-    }
-
-    fn note_timestamp(&mut self, h: &BatchHeader) {
-        if self
-            .max_timestamp
-            .is_none_or(|(ts, _)| h.max_timestamp > ts)
-        {
-            self.max_timestamp = Some((h.max_timestamp, h.base_offset));
-        }
-    }
-
-    /// Accounts for the batch `h` stored at byte `pos`.
-    fn track(&mut self, h: &BatchHeader, pos: u64) {
-        self.note_timestamp(h);
-        if self.bytes_since_last_entry > self.interval_bytes
-            && self.offset.len() < MAX_INDEX_ENTRIES
-        {
-            // Entries that cannot be represented are skipped: lookups stay correct, only
-            // the scan from the previous entry gets longer. The roll policy keeps this
-            // from happening to segments we write.
-            if let (Some(rel), Ok(position)) = (self.relative(h.base_offset), u32::try_from(pos)) {
-                self.offset.push(OffsetEntry {
-                    relative_offset: rel,
-                    position,
-                });
-                self.push_time_entry();
-                self.bytes_since_last_entry = 0;
-            }
-        }
-        self.bytes_since_last_entry += h.total_size() as u64;
-    }
-
-    fn push_time_entry(&mut self) {
-        if let Some((ts, offset)) = self.max_timestamp {
-            if let Some(rel) = self.relative(offset) {
-                self.time.maybe_push(ts, rel);
-            }
-        }
-    }
-
-    fn reset(&mut self) {
-        self.offset.clear();
-        self.time.clear();
-        self.max_timestamp = None;
-        self.bytes_since_last_entry = 0;
-    }
-}
-
-fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 pub struct Segment {
@@ -180,53 +108,6 @@ impl Segment {
         Ok(seg)
     }
 
-    /// Opens a sealed segment, trusting its index files if they pass every check and
-    /// rebuilding them from the log otherwise. A sealed segment was fsynced when it was
-    /// sealed, so damage to its log is not a torn write and is reported, not truncated.
-    pub fn open_sealed(
-        dir: &Path,
-        base_offset: i64,
-        index_interval_bytes: u32,
-    ) -> Result<Segment, LogError> {
-        let mut seg = Segment::open_file(dir, base_offset, index_interval_bytes)?;
-        if let Err(reason) = seg.load_indexes() {
-            tracing::warn!(path = %seg.log_path.display(), %reason, "rebuilding segment indexes");
-            seg.rebuild_sealed()?;
-        }
-        Ok(seg)
-    }
-
-    /// Opens the active segment and recovers it; returns it and the bytes truncated.
-    pub fn open_active(
-        dir: &Path,
-        base_offset: i64,
-        index_interval_bytes: u32,
-    ) -> Result<(Segment, u64), LogError> {
-        let mut seg = Segment::open_file(dir, base_offset, index_interval_bytes)?;
-        let truncated = seg.recover()?;
-        Ok((seg, truncated))
-    }
-
-    fn open_file(dir: &Path, base_offset: i64, interval: u32) -> Result<Segment, LogError> {
-        let log_path = dir.join(file_name(base_offset, LOG_SUFFIX));
-        let ctx = |what: &str| format!("{what} {}", log_path.display());
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&log_path)
-            .map_err(|e| LogError::io(ctx("open"), e))?;
-        let meta = log.metadata().map_err(|e| LogError::io(ctx("stat"), e))?;
-        let modified = meta.modified().map_or(0, millis);
-        // Birth time where the filesystem records it, else the last write as a lower bound
-        // on age; `segment.ms` rolls are approximate across restarts either way.
-        let created = meta.created().map_or(modified, millis);
-        let mut seg = Segment::with_file(dir, base_offset, interval, log, log_path);
-        seg.size_bytes = meta.len();
-        seg.created_at_ms = created;
-        seg.last_modified_ms = modified;
-        Ok(seg)
-    }
-
     fn with_file(dir: &Path, base: i64, interval: u32, log: File, log_path: PathBuf) -> Segment {
         Segment {
             base_offset: base,
@@ -253,113 +134,6 @@ impl Segment {
         }
     }
 
-    /// Scans the whole log checking every CRC, cuts it after the last intact batch and
-    /// rebuilds the indexes. Returns how many bytes were cut.
-    pub fn recover(&mut self) -> Result<u64, LogError> {
-        let file_len = self.log.metadata().map_err(self.io_err("stat"))?.len();
-        self.indexes.reset();
-        let indexes = &mut self.indexes;
-        let end = scan(&self.log, 0, file_len, self.base_offset, true, |h, pos| {
-            indexes.track(h, pos)
-        })
-        .map_err(self.io_err("recover"))?;
-        let truncated = file_len - end.end;
-        if let Some(reason) = &end.stopped {
-            tracing::warn!(
-                path = %self.log_path.display(),
-                truncated_bytes = truncated,
-                %reason,
-                "truncating segment after its last intact batch"
-            );
-            self.log.set_len(end.end).map_err(self.io_err("truncate"))?;
-        }
-        self.size_bytes = end.end;
-        self.next_offset = end.next_offset;
-        self.rewrite_indexes()?;
-        Ok(truncated)
-    }
-
-    fn rebuild_sealed(&mut self) -> Result<(), LogError> {
-        self.indexes.reset();
-        let indexes = &mut self.indexes;
-        let end = scan(
-            &self.log,
-            0,
-            self.size_bytes,
-            self.base_offset,
-            true,
-            |h, pos| indexes.track(h, pos),
-        )
-        .map_err(self.io_err("scan"))?;
-        if let Some(reason) = end.stopped {
-            return Err(self.corrupt(reason));
-        }
-        self.next_offset = end.next_offset;
-        self.indexes.push_time_entry();
-        self.rewrite_indexes()
-    }
-
-    /// Loads and checks the index files of a sealed segment, then scans the batches after
-    /// the last offset index entry to learn the next offset and any newer max timestamp.
-    fn load_indexes(&mut self) -> Result<(), IndexError> {
-        let size = self.size_bytes;
-        let offset = OffsetIndex::load(&self.index_path, size)?;
-        offset.check_positions(size)?;
-        let time = TimeIndex::load(&self.time_index_path, size)?;
-        let (start_pos, start_offset) = offset.last().map_or((0, self.base_offset), |e| {
-            (
-                u64::from(e.position),
-                self.base_offset + i64::from(e.relative_offset),
-            )
-        });
-        let mut tail_max = None;
-        let end = scan(&self.log, start_pos, size, start_offset, false, |h, _| {
-            if tail_max.is_none_or(|(ts, _)| h.max_timestamp > ts) {
-                tail_max = Some((h.max_timestamp, h.base_offset));
-            }
-        })
-        .map_err(IndexError::Io)?;
-        if let Some(reason) = end.stopped {
-            return Err(IndexError::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                reason,
-            )));
-        }
-        let limit = (end.next_offset - self.base_offset) as u64;
-        offset.check_offsets_below(limit)?;
-        time.check_offsets_below(limit)?;
-        let indexed_max = time
-            .last()
-            .map(|e| (e.timestamp, self.base_offset + i64::from(e.relative_offset)));
-        if size > 0 && indexed_max.is_none() {
-            // Sealing always leaves a final time entry in a non-empty segment.
-            return Err(IndexError::BadLength {
-                len: 0,
-                entry_len: 12,
-            });
-        }
-        self.indexes.max_timestamp = match (indexed_max, tail_max) {
-            (Some(a), Some(b)) if b.0 > a.0 => Some(b),
-            (a, b) => a.or(b),
-        };
-        self.indexes.offset = offset;
-        self.indexes.time = time;
-        self.next_offset = end.next_offset;
-        Ok(())
-    }
-
-    fn rewrite_indexes(&mut self) -> Result<(), LogError> {
-        let ctx = |p: &Path| format!("write {}", p.display());
-        self.indexes
-            .offset
-            .rewrite(&self.index_path)
-            .map_err(|e| LogError::io(ctx(&self.index_path), e))?;
-        self.indexes
-            .time
-            .rewrite(&self.time_index_path)
-            .map_err(|e| LogError::io(ctx(&self.time_index_path), e))
-    }
-
     /// Appends already validated and patched batches. `batches` are the headers of the
     /// batches in `bytes`, in order, the first starting at this segment's next offset.
     pub fn append(
@@ -382,7 +156,11 @@ impl Segment {
             // Cut off whatever part landed so the file still ends where the bookkeeping
             // says; if even that fails, recovery on the next open removes it.
             if let Err(trunc) = self.log.set_len(self.size_bytes) {
-                tracing::warn!(path = %self.log_path.display(), error = %trunc, "failed to cut a partial write");
+                tracing::warn!(
+                    path = %self.log_path.display(),
+                    error = %trunc,
+                    "failed to cut a partial write"
+                );
             }
             return Err(self.io_err("append to")(e));
         }
@@ -397,15 +175,27 @@ impl Segment {
         Ok(())
     }
 
-    /// Walks batch headers from byte `pos` to the first batch satisfying `pred`.
+    /// Walks batch headers from byte `pos` to the first batch satisfying `pred`. Reads the
+    /// file a window at a time, so stepping over the small batches between an index entry
+    /// and the target costs one read rather than one per batch.
     fn find_batch(
         &self,
         mut pos: u64,
         pred: impl Fn(&BatchHeader) -> bool,
     ) -> Result<Option<(BatchHeader, u64)>, LogError> {
+        let mut window = Vec::new();
+        let mut window_start = pos;
         while pos < self.size_bytes {
-            let raw = read_header_at(&self.log, pos).map_err(self.io_err("read"))?;
-            let h = BatchHeader::parse(&raw)
+            if pos + HEADER_LEN as u64 > window_start + window.len() as u64 {
+                let len = (self.size_bytes - pos).min(HEADER_WINDOW_BYTES);
+                window.resize(len as usize, 0);
+                self.log
+                    .read_exact_at(&mut window, pos)
+                    .map_err(self.io_err("read"))?;
+                window_start = pos;
+            }
+            let at = (pos - window_start) as usize;
+            let h = BatchHeader::parse(&window[at..])
                 .map_err(|e| self.corrupt(format!("bad header at {pos}: {e}")))?;
             let size = h.total_size() as u64;
             if size > self.size_bytes - pos {
@@ -582,5 +372,4 @@ impl Segment {
 }
 
 #[cfg(test)]
-#[path = "segment_tests.rs"]
 mod tests;

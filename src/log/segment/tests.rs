@@ -81,6 +81,25 @@ fn sparse_index_is_used_and_correct() {
 }
 
 #[test]
+fn header_walk_crosses_read_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    // No index entries at all: every lookup walks from the start of the file.
+    let mut seg = Segment::create(dir.path(), 0, u32::MAX, 0).unwrap();
+    let specs: Vec<_> = (0..150).map(|i| (1, 200 + i as usize, i)).collect();
+    let batches = append(&mut seg, &specs);
+    assert!(seg.size_bytes() > 2 * HEADER_WINDOW_BYTES);
+    assert_eq!(seg.index_entries(), 0);
+    for (i, batch) in batches.iter().enumerate() {
+        let slice = read_all(&seg, i as i64, 1).unwrap();
+        assert_eq!(&slice.bytes[..], &batch[..], "offset {i}");
+        assert_eq!(
+            seg.find_offset_by_timestamp(i as i64, 0).unwrap(),
+            Some((i as i64, i as i64))
+        );
+    }
+}
+
+#[test]
 fn finds_offsets_by_timestamp() {
     let dir = tempfile::tempdir().unwrap();
     let mut seg = Segment::create(dir.path(), 0, 0, 0).unwrap();

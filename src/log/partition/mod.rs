@@ -13,18 +13,22 @@
 //! [`PartitionLog::apply_retention`], and must check DeleteRecords offsets against it.
 //! Producer ids, sequences and transactions are likewise the caller's concern; control
 //! batches are accepted like any other, so a client-facing caller must refuse them.
+//!
+//! `open` loads a directory; `retention` moves the log start and deletes segments.
+
+mod open;
+mod retention;
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use super::batch::{patch_batch, validate_produce_batches};
 use super::checkpoint;
-use super::policy::{retention_plan, should_roll, RollInput, SegmentSummary};
-use super::segment::{parse_file_name, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use super::policy::{should_roll, RollInput};
+use super::segment::Segment;
 use super::{LogConfig, LogError, TimestampType};
 
 /// `<data_dir>/<topic>-<partition>`, Kafka's directory layout.
@@ -70,111 +74,7 @@ impl std::fmt::Debug for PartitionLog {
     }
 }
 
-fn wall_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// Lists segment base offsets in `dir`, removing temp files and index files whose log is
-/// gone (both are what an interrupted write or deletion leaves behind).
-fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
-    let ctx = || format!("list {}", dir.display());
-    let mut logs = Vec::new();
-    let mut indexes = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(ctx(), e))? {
-        let path = entry.map_err(|e| LogError::io(ctx(), e))?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if name.ends_with(checkpoint::TEMP_SUFFIX) {
-            remove_leftover(&path)?;
-            continue;
-        }
-        match parse_file_name(name) {
-            Some((base, LOG_SUFFIX)) => logs.push(base),
-            Some((base, INDEX_SUFFIX | TIME_INDEX_SUFFIX)) => indexes.push((base, path)),
-            _ => {}
-        }
-    }
-    logs.sort_unstable();
-    for (base, path) in indexes {
-        if logs.binary_search(&base).is_err() {
-            remove_leftover(&path)?;
-        }
-    }
-    Ok(logs)
-}
-
-fn remove_leftover(path: &Path) -> Result<(), LogError> {
-    tracing::info!(path = %path.display(), "removing leftover file");
-    std::fs::remove_file(path).map_err(|e| LogError::io(format!("remove {}", path.display()), e))
-}
-
 impl PartitionLog {
-    /// Opens (creating if needed) the partition log in `dir`. The active segment is fully
-    /// recovered: a torn or corrupt tail is cut off. Sealed segments were fsynced when
-    /// sealed, so only their indexes are checked (and rebuilt if bad).
-    pub fn open(dir: impl Into<PathBuf>, config: LogConfig) -> Result<PartitionLog, LogError> {
-        let dir = dir.into();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| LogError::io(format!("create {}", dir.display()), e))?;
-        let bases = list_segments(&dir)?;
-        let checkpoint = checkpoint::read(&dir).unwrap_or_else(|e| {
-            tracing::warn!(dir = %dir.display(), error = %e, "ignoring log start checkpoint");
-            None
-        });
-        let interval = config.index_interval_bytes;
-        let mut segments = BTreeMap::new();
-        if let Some((&last, sealed)) = bases.split_last() {
-            for &base in sealed {
-                segments.insert(base, Segment::open_sealed(&dir, base, interval)?);
-            }
-            let (active, truncated) = Segment::open_active(&dir, last, interval)?;
-            if truncated > 0 {
-                tracing::warn!(dir = %dir.display(), truncated_bytes = truncated, "recovered log tail");
-            }
-            segments.insert(last, active);
-        } else {
-            let base = checkpoint.unwrap_or(0);
-            segments.insert(
-                base,
-                Segment::create(&dir, base, interval, wall_clock_ms())?,
-            );
-            checkpoint::sync_dir(&dir)
-                .map_err(|e| LogError::io(format!("sync {}", dir.display()), e))?;
-        }
-        check_contiguous(&segments)?;
-        let (&first_base, _) =
-            segments
-                .first_key_value()
-                .ok_or_else(|| LogError::CorruptSegment {
-                    path: dir.clone(),
-                    detail: "no segments".into(),
-                })?;
-        let log_end_offset = segments
-            .values()
-            .last()
-            .map_or(first_base, Segment::next_offset);
-        let mut log_start_offset = checkpoint.unwrap_or(first_base).max(first_base);
-        if log_start_offset > log_end_offset {
-            // The checkpoint outlived data lost in a crash; offsets past the recovered end
-            // do not exist, so the start cannot be there either.
-            tracing::warn!(dir = %dir.display(), log_start_offset, log_end_offset, "log start checkpoint is past the log end");
-            log_start_offset = log_end_offset;
-        }
-        let mut log = PartitionLog {
-            dir,
-            config,
-            segments,
-            log_start_offset,
-            log_end_offset,
-        };
-        log.delete_segments_below_start()?;
-        log.check();
-        Ok(log)
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -375,98 +275,6 @@ impl PartitionLog {
         best
     }
 
-    /// DeleteRecords: moves the log start up to `offset` (durably) and deletes segments
-    /// wholly below it. The caller checks `offset` against the high watermark; here it
-    /// may not pass the log end. Returns the new log start.
-    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
-        if offset < 0 || offset > self.log_end_offset {
-            return Err(self.out_of_range(offset));
-        }
-        if offset > self.log_start_offset {
-            self.set_log_start(offset)?;
-            self.delete_segments_below_start()?;
-            self.check();
-        }
-        Ok(self.log_start_offset)
-    }
-
-    fn set_log_start(&mut self, offset: i64) -> Result<(), LogError> {
-        checkpoint::write(&self.dir, offset)
-            .map_err(|e| LogError::io(format!("checkpoint {}", self.dir.display()), e))?;
-        self.log_start_offset = offset;
-        Ok(())
-    }
-
-    fn delete_segments_below_start(&mut self) -> Result<(), LogError> {
-        let active = self.active().base_offset();
-        let doomed: Vec<i64> = self
-            .segments
-            .values()
-            .take_while(|s| s.base_offset() != active && s.next_offset() <= self.log_start_offset)
-            .map(Segment::base_offset)
-            .collect();
-        self.delete_segments(&doomed)
-    }
-
-    fn delete_segments(&mut self, bases: &[i64]) -> Result<(), LogError> {
-        if bases.is_empty() {
-            return Ok(());
-        }
-        for base in bases {
-            if let Some(seg) = self.segments.remove(base) {
-                tracing::info!(path = %seg.log_path().display(), "deleting segment");
-                seg.delete()?;
-            }
-        }
-        self.sync_dir()
-    }
-
-    /// Deletes old sealed segments per [`retention_plan`], never the active one nor any
-    /// segment reaching `high_watermark`, and moves the log start past them. Returns how
-    /// many segments were deleted.
-    pub fn apply_retention(
-        &mut self,
-        now_ms: i64,
-        retention_ms: i64,
-        retention_bytes: i64,
-        high_watermark: i64,
-    ) -> Result<usize, LogError> {
-        let summaries: Vec<SegmentSummary> = self
-            .segments
-            .values()
-            .map(|s| SegmentSummary {
-                base_offset: s.base_offset(),
-                next_offset: s.next_offset(),
-                size_bytes: s.size_bytes(),
-                largest_timestamp_ms: s
-                    .max_timestamp()
-                    .map(|(_, ts)| ts)
-                    .filter(|ts| *ts >= 0)
-                    .unwrap_or(s.last_modified_ms()),
-            })
-            .collect();
-        let plan = retention_plan(
-            &summaries,
-            now_ms,
-            retention_ms,
-            retention_bytes,
-            high_watermark,
-        );
-        if plan.is_empty() {
-            return Ok(0);
-        }
-        // The plan is a prefix of the sealed segments, so a segment always follows it.
-        let Some(new_start) = summaries.get(plan.len()).map(|s| s.base_offset) else {
-            return Ok(0);
-        };
-        if new_start > self.log_start_offset {
-            self.set_log_start(new_start)?;
-        }
-        self.delete_segments(&plan)?;
-        self.check();
-        Ok(plan.len())
-    }
-
     /// Makes everything appended so far durable, under the caller's lock.
     pub fn flush(&self) -> Result<(), LogError> {
         self.active().flush()
@@ -534,26 +342,5 @@ impl PartitionLog {
     }
 }
 
-/// Offsets must run on from one segment to the next; anything else means files were
-/// lost or damaged outside what recovery repairs.
-fn check_contiguous(segments: &BTreeMap<i64, Segment>) -> Result<(), LogError> {
-    let mut prev: Option<&Segment> = None;
-    for seg in segments.values() {
-        if let Some(p) = prev.filter(|p| p.next_offset() != seg.base_offset()) {
-            return Err(LogError::CorruptSegment {
-                path: seg.log_path().to_path_buf(),
-                detail: format!(
-                    "previous segment ends at offset {}, this one starts at {}",
-                    p.next_offset(),
-                    seg.base_offset()
-                ),
-            });
-        }
-        prev = Some(seg);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-#[path = "partition_tests.rs"]
 mod tests;

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs every test: the Rust tests, then the integration suite, which drives the real `strata`
+# binary with kcat, confluent-kafka and kafka-python.
+#
+# Works on a fresh Debian bookworm machine with a Rust toolchain and Python 3.11: installs kcat
+# with apt when it is missing and the Python clients into a virtualenv.
+#
+# Environment:
+#   CARGO_TARGET_DIR  cargo's build directory (default: target/ in the repository)
+#   STRATA_VENV       the virtualenv to create or reuse (default: .venv in the repository)
+#   PYTHON            the interpreter that creates it (default: python3.11, else python3)
+#   STRATA_BIN        the broker binary under test (default: $CARGO_TARGET_DIR/debug/strata)
+# Extra arguments go to pytest, e.g. `scripts/test.sh -k kcat -x`.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+case "$CARGO_TARGET_DIR" in /*) ;; *) CARGO_TARGET_DIR="$root/$CARGO_TARGET_DIR" ;; esac
+venv="${STRATA_VENV:-$root/.venv}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# ---- peers ------------------------------------------------------------------------------------
+if ! command -v kcat >/dev/null 2>&1; then
+  step "installing kcat"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends kcat
+fi
+kcat -V 2>&1 | sed -n 's/^Version/kcat version/p'
+
+# ---- Python clients ---------------------------------------------------------------------------
+python="${PYTHON:-}"
+if [ -z "$python" ]; then
+  if command -v python3.11 >/dev/null 2>&1; then python=python3.11; else python=python3; fi
+fi
+requirements="$root/tests/integration/requirements.txt"
+stamp="$venv/.requirements.sha256"
+want="$(sha256sum "$requirements" | cut -d' ' -f1) $("$python" -c 'import sys; print(sys.version)')"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1 \
+    || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  step "creating $venv"
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  printf '%s' "$want" >"$stamp"
+fi
+
+# ---- Rust -------------------------------------------------------------------------------------
+step "cargo test --workspace"
+cargo test --workspace
+
+# `cargo test` links target/debug/strata only when a tests/*.rs target needs it. This uses the
+# same dev profile and the artifacts `cargo test` just built, so it adds a link at most.
+step "cargo build --workspace --bins"
+cargo build --workspace --bins
+
+# ---- integration ------------------------------------------------------------------------------
+export STRATA_BIN="${STRATA_BIN:-$CARGO_TARGET_DIR/debug/strata}"
+step "integration tests against $STRATA_BIN"
+"$venv/bin/python" -m pytest "$root/tests/integration" -v --timeout=300 "$@"
