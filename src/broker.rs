@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::cluster::Metadata;
+use crate::cluster::{Metadata, MetadataCommand, TopicMeta};
 use crate::config::BrokerConfig;
+use crate::coordinator::Coordinator;
 use crate::storage::LogManager;
 
 pub struct Broker {
@@ -17,6 +18,7 @@ pub struct Broker {
     pub cluster_id: String,
     pub metadata: Metadata,
     pub logs: Arc<LogManager>,
+    pub coordinator: Arc<Coordinator>,
     /// Held for the broker's lifetime so two brokers never share a data dir.
     _dir_lock: File,
 }
@@ -62,7 +64,25 @@ impl Broker {
                 }
             }
         });
+        ensure_offsets_topic(&metadata, &logs, &config).await?;
+        let offsets_partitions = metadata
+            .image()
+            .topic(crate::coordinator::store::TOPIC)
+            .map_or(config.offsets_topic_num_partitions, |t| t.partitions);
+        let coordinator = Coordinator::new(&config, logs.clone(), offsets_partitions);
+        // Replaying __consumer_offsets can take a while; groups answer
+        // COORDINATOR_LOAD_IN_PROGRESS until their partition is loaded.
+        let loader = coordinator.clone();
+        tokio::task::spawn_blocking(move || loader.load_all());
+        tokio::spawn(
+            coordinator
+                .clone()
+                .run_timers(std::time::Duration::from_millis(
+                    config.offsets_retention_check_interval_ms.max(100),
+                )),
+        );
         Ok(Arc::new(Self {
+            coordinator,
             node_id: config.node_id,
             config,
             cluster_id,
@@ -82,6 +102,37 @@ impl Broker {
         tokio::task::block_in_place(|| self.logs.close());
         self.metadata.shutdown().await;
     }
+}
+
+/// Creates the internal `__consumer_offsets` topic on first start.
+async fn ensure_offsets_topic(
+    metadata: &Metadata,
+    logs: &LogManager,
+    config: &BrokerConfig,
+) -> anyhow::Result<()> {
+    let name = crate::coordinator::store::TOPIC;
+    if metadata.image().topic(name).is_none() {
+        let mut configs = std::collections::BTreeMap::new();
+        // Kafka's offsets.topic.segment.bytes: small segments keep replay and cleanup cheap.
+        configs.insert("segment.bytes".to_string(), "104857600".to_string());
+        let meta = TopicMeta {
+            name: name.to_string(),
+            id: uuid::Uuid::new_v4(),
+            partitions: config.offsets_topic_num_partitions,
+            configs,
+        };
+        metadata
+            .propose(MetadataCommand::CreateTopic(meta))
+            .await
+            .context("creating __consumer_offsets")?;
+        tracing::info!(
+            partitions = config.offsets_topic_num_partitions,
+            "created {name}"
+        );
+    }
+    let image = metadata.image();
+    tokio::task::block_in_place(|| logs.reconcile(&image)).context("opening __consumer_offsets")?;
+    Ok(())
 }
 
 /// Reads `meta.properties` (cluster.id, node.id), creating it on first start. A node id that

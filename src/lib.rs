@@ -9,6 +9,7 @@ pub mod api;
 pub mod broker;
 pub mod cluster;
 pub mod config;
+pub mod coordinator;
 pub mod log;
 pub mod server;
 pub mod storage;

@@ -4,6 +4,8 @@ use kafka_protocol::error::ResponseError;
 
 use crate::cluster::{ClusterError, MetadataError};
 use crate::config::topic::TopicConfigError;
+use crate::coordinator::group::GroupError;
+use crate::coordinator::CoordinatorError;
 use crate::log::LogError;
 
 /// Why one topic or partition of a request failed.
@@ -33,6 +35,10 @@ pub enum ServeError {
     Flush(std::sync::Arc<std::io::Error>),
     #[error("{0}")]
     UnsupportedResource(String),
+    #[error(transparent)]
+    Coordinator(CoordinatorError),
+    #[error("{0}")]
+    CoordinatorUnavailable(String),
 }
 
 /// Maps an error to the Kafka code clients act on.
@@ -71,6 +77,29 @@ pub fn error_code(e: &ServeError) -> ResponseError {
         ServeError::InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
         ServeError::Flush(_) => ResponseError::KafkaStorageError,
         ServeError::UnsupportedResource(_) => ResponseError::InvalidRequest,
+        ServeError::CoordinatorUnavailable(_) => ResponseError::CoordinatorNotAvailable,
+        ServeError::Coordinator(e) => match e {
+            CoordinatorError::Loading => ResponseError::CoordinatorLoadInProgress,
+            CoordinatorError::InvalidGroupId => ResponseError::InvalidGroupId,
+            CoordinatorError::MetadataTooLarge(_) => ResponseError::OffsetMetadataTooLarge,
+            CoordinatorError::SubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+            // Kafka answers a failed write of coordinator records with a retriable error.
+            CoordinatorError::Store(_) => ResponseError::CoordinatorNotAvailable,
+            CoordinatorError::Group(g) => match g {
+                GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+                GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+                GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+                GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+                GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
+                GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+                GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+                GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+                GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+                GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+                GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+                GroupError::UnknownServerError => ResponseError::UnknownServerError,
+            },
+        },
     }
 }
 
@@ -109,6 +138,43 @@ mod tests {
             (
                 ServeError::Flush(std::sync::Arc::new(std::io::Error::other("disk"))),
                 56,
+            ),
+            (ServeError::Coordinator(CoordinatorError::Loading), 14),
+            (
+                ServeError::Coordinator(CoordinatorError::InvalidGroupId),
+                24,
+            ),
+            (
+                ServeError::Coordinator(GroupError::IllegalGeneration.into()),
+                22,
+            ),
+            (
+                ServeError::Coordinator(GroupError::UnknownMemberId.into()),
+                25,
+            ),
+            (
+                ServeError::Coordinator(GroupError::RebalanceInProgress.into()),
+                27,
+            ),
+            (
+                ServeError::Coordinator(GroupError::MemberIdRequired.into()),
+                79,
+            ),
+            (
+                ServeError::Coordinator(GroupError::FencedInstanceId.into()),
+                82,
+            ),
+            (
+                ServeError::Coordinator(GroupError::NonEmptyGroup.into()),
+                68,
+            ),
+            (
+                ServeError::Coordinator(GroupError::GroupIdNotFound.into()),
+                69,
+            ),
+            (
+                ServeError::Coordinator(CoordinatorError::SubscribedToTopic),
+                86,
             ),
         ];
         for (err, code) in cases {

@@ -110,6 +110,7 @@ fn describe(broker: &Broker, meta: &TopicMeta) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(meta.name.clone()))))
         .with_topic_id(meta.id)
+        .with_is_internal(super::topics::is_internal(&meta.name))
         .with_partitions(partitions)
 }
 

@@ -8,14 +8,17 @@ mod admin;
 mod configs;
 mod error;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod log_dirs;
 mod metadata;
+mod offsets;
 mod produce;
 mod topics;
 pub mod versions;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -71,6 +74,8 @@ pub struct Ctx {
     pub api: ApiKey,
     pub version: i16,
     pub header: RequestHeader,
+    /// The client's address (group members report it as their host).
+    pub peer: SocketAddr,
 }
 
 impl Ctx {
@@ -108,7 +113,11 @@ fn encode_frame<R: Encodable + HeaderVersion>(
 }
 
 /// Decodes and serves one request frame (without its size prefix).
-pub async fn handle(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, ApiError> {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    frame: Bytes,
+    peer: SocketAddr,
+) -> Result<Reply, ApiError> {
     let prefix = HeaderPrefix::parse(&frame).ok_or(ApiError::ShortHeader)?;
     let api = ApiKey::try_from(prefix.api_key).map_err(|_| ApiError::UnknownApi(prefix.api_key))?;
     let range = versions::supported(api).ok_or(ApiError::UnknownApi(prefix.api_key))?;
@@ -139,6 +148,7 @@ pub async fn handle(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, ApiErro
         api,
         version,
         header,
+        peer,
     };
     macro_rules! body {
         () => {
@@ -161,6 +171,17 @@ pub async fn handle(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, ApiErro
         ApiKey::DeleteRecords => admin::delete_records(broker, &ctx, body!()).await,
         ApiKey::OffsetForLeaderEpoch => admin::offset_for_leader_epoch(broker, &ctx, body!()),
         ApiKey::DescribeLogDirs => log_dirs::describe(broker, &ctx, body!()),
+        ApiKey::FindCoordinator => groups::find_coordinator(broker, &ctx, body!()),
+        ApiKey::JoinGroup => groups::join(broker, &ctx, body!()).await,
+        ApiKey::SyncGroup => groups::sync(broker, &ctx, body!()).await,
+        ApiKey::Heartbeat => groups::heartbeat(broker, &ctx, body!()),
+        ApiKey::LeaveGroup => groups::leave(broker, &ctx, body!()),
+        ApiKey::ListGroups => groups::list(broker, &ctx, body!()),
+        ApiKey::DescribeGroups => groups::describe(broker, &ctx, body!()),
+        ApiKey::DeleteGroups => groups::delete(broker, &ctx, body!()).await,
+        ApiKey::OffsetCommit => offsets::commit(broker, &ctx, body!()).await,
+        ApiKey::OffsetFetch => offsets::fetch(broker, &ctx, body!()),
+        ApiKey::OffsetDelete => offsets::delete(broker, &ctx, body!()).await,
         _ => Err(ApiError::UnknownApi(prefix.api_key)),
     }
 }

@@ -43,6 +43,11 @@ pub async fn handle(
                 .and_then(|h| h.partitions.get(usize::try_from(pd.index).ok()?).cloned());
             let outcome = if !matches!(acks, -1..=1) {
                 Err(ServeError::InvalidRequiredAcks(acks))
+            } else if super::topics::is_internal(&t.name.0) {
+                Err(ServeError::InvalidTopic(format!(
+                    "Cannot append to internal topic {}",
+                    &*t.name.0
+                )))
             } else if let Some(p) = partition {
                 let records = pd.records.unwrap_or_default();
                 match p.append(&records, now) {

@@ -24,6 +24,13 @@ use crate::config::topic::{self, TopicConfig};
 /// Most partitions one topic may have; each is a directory of open files.
 const MAX_PARTITIONS: i32 = 10_000;
 
+/// The coordinator's internal topic: clients may read it but not write, grow or delete it.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+pub fn is_internal(name: &str) -> bool {
+    name == OFFSETS_TOPIC
+}
+
 /// Kafka's topic name rules.
 pub fn validate_topic_name(name: &str) -> Result<(), ServeError> {
     let bad = |why: &str| {
@@ -217,6 +224,10 @@ pub async fn delete(
             None => image.topic_by_id(&id).cloned(),
         };
         let outcome = match found {
+            Some(meta) if is_internal(&meta.name) => Err(ServeError::InvalidTopic(format!(
+                "{} is an internal topic and cannot be deleted",
+                meta.name
+            ))),
             Some(meta) => {
                 let res = broker
                     .metadata
@@ -268,6 +279,9 @@ pub async fn create_partitions(
         let image = broker.metadata.image();
         let outcome = match image.topic(&name) {
             None => Err(ServeError::UnknownTopicOrPartition(name.clone())),
+            Some(_) if is_internal(&name) => {
+                Err(ServeError::InvalidTopic(format!("{name} is an internal topic; its partition count is fixed")))
+            }
             Some(meta) if t.count <= meta.partitions => Err(ServeError::InvalidPartitions(format!(
                 "Topic currently has {} partitions, which is higher than or equal to the requested {}",
                 meta.partitions, t.count

@@ -76,6 +76,23 @@ pub struct BrokerConfig {
     pub log_index_interval_bytes: i32,
     /// Seconds to wait for in-flight requests on shutdown before closing connections.
     pub shutdown_timeout_secs: u64,
+    /// Partitions of the internal `__consumer_offsets` topic (fixed once the topic exists).
+    pub offsets_topic_num_partitions: i32,
+    /// Committed offsets of a group with no members expire this long after its last commit.
+    pub offsets_retention_minutes: i64,
+    /// How often expired offsets are removed.
+    pub offsets_retention_check_interval_ms: u64,
+    /// Largest metadata string accepted with a committed offset.
+    pub offset_metadata_max_bytes: usize,
+    /// Shortest session timeout a consumer may ask for.
+    pub group_min_session_timeout_ms: i32,
+    /// Longest session timeout a consumer may ask for.
+    pub group_max_session_timeout_ms: i32,
+    /// How long the first rebalance of an empty group waits for more members to join, so
+    /// consumers started together are assigned in one generation.
+    pub group_initial_rebalance_delay_ms: i32,
+    /// Most members one group may have.
+    pub group_max_size: usize,
 }
 
 impl Default for BrokerConfig {
@@ -103,6 +120,14 @@ impl Default for BrokerConfig {
             log_flush_interval_ms: 1000,
             log_index_interval_bytes: 4096,
             shutdown_timeout_secs: 5,
+            offsets_topic_num_partitions: 50,
+            offsets_retention_minutes: 7 * 24 * 60,
+            offsets_retention_check_interval_ms: 600_000,
+            offset_metadata_max_bytes: 4096,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3000,
+            group_max_size: i32::MAX as usize,
         }
     }
 }
@@ -135,6 +160,7 @@ impl BrokerConfig {
         };
         let known = toml::Table::try_from(BrokerConfig::default())
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut from_env = std::collections::HashSet::new();
         for (name, raw) in env {
             let Some(key) = name.strip_prefix("STRATA_") else {
                 continue;
@@ -145,10 +171,30 @@ impl BrokerConfig {
                 continue;
             };
             table.insert(key.clone(), env_value(&key, &raw, default)?);
+            from_env.insert(key);
         }
-        let mut cfg: BrokerConfig = table
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.message().to_string()))?;
+        let mut cfg: BrokerConfig = match table.clone().try_into() {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                let e: toml::de::Error = e;
+                // The merged table carries no positions: find the key that fails on its own
+                // so the message names it.
+                let culprit = table.iter().find(|(k, v)| {
+                    let mut one = known.clone();
+                    one.insert((*k).clone(), (*v).clone());
+                    one.try_into::<BrokerConfig>().is_err()
+                });
+                return Err(match culprit {
+                    Some((k, v)) if from_env.contains(k) => ConfigError::Parse(format!(
+                        "STRATA_{}={v}: {}",
+                        k.to_ascii_uppercase(),
+                        e.message()
+                    )),
+                    Some((k, v)) => ConfigError::Parse(format!("{k} = {v}: {}", e.message())),
+                    None => ConfigError::Parse(e.message().to_string()),
+                });
+            }
+        };
         if let Some(v) = &overrides.data_dir {
             cfg.data_dir = v.clone();
         }
@@ -185,6 +231,18 @@ impl BrokerConfig {
         }
         if self.socket_request_max_bytes < 1024 {
             return Err(invalid("socket_request_max_bytes", "must be >= 1024"));
+        }
+        if !(1..=1000).contains(&self.offsets_topic_num_partitions) {
+            return Err(invalid(
+                "offsets_topic_num_partitions",
+                "must be between 1 and 1000",
+            ));
+        }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return Err(invalid(
+                "group_min_session_timeout_ms",
+                "must not exceed group_max_session_timeout_ms",
+            ));
         }
         if self.max_connections == 0 || self.connection_max_inflight_requests == 0 {
             return Err(invalid("max_connections", "limits must be >= 1"));
@@ -316,6 +374,22 @@ mod tests {
             &Overrides::default()
         )
         .is_err());
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        std::fs::write(&path, "num_partitions = \"four\"\n").unwrap();
+        let e = BrokerConfig::load(Some(&path), env(&[]), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("num_partitions"), "{e}");
+        let e = BrokerConfig::load(
+            None,
+            env(&[("STRATA_NUM_PARTITIONS", "99999999999")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("STRATA_NUM_PARTITIONS"), "{e}");
     }
 
     #[test]

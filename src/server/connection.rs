@@ -78,7 +78,7 @@ async fn read_loop(
                 return;
             }
         }
-        let reply = match api::handle(broker, body.into()).await {
+        let reply = match api::handle(broker, body.into(), peer).await {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::info!(%peer, error = %e, "closing connection after a bad request");

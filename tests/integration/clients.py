@@ -153,9 +153,10 @@ def produce_all(bootstrap: str, topic: str, records, partition: int | None = Non
 
 
 def consume_all(bootstrap: str, topic: str, partitions, expected: int | None = None,
-                timeout_s: float = DEFAULT_TIMEOUT_S, **conf) -> list[Record]:
-    """Assign `partitions` from the beginning and read until each reports end-of-partition
-    (and, if given, at least `expected` records have arrived)."""
+                timeout_s: float = DEFAULT_TIMEOUT_S, start: int = OFFSET_BEGINNING,
+                **conf) -> list[Record]:
+    """Assign `partitions` from `start` (default: the beginning) and read until each reports
+    end-of-partition (and, if given, at least `expected` records have arrived)."""
     partitions = list(partitions)
     c = Consumer({
         "bootstrap.servers": bootstrap,
@@ -169,7 +170,7 @@ def consume_all(bootstrap: str, topic: str, partitions, expected: int | None = N
         **conf,
     })
     try:
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        c.assign([TopicPartition(topic, p, start) for p in partitions])
         out: list[Record] = []
         at_end: set[int] = set()
         errors = []

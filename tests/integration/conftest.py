@@ -134,6 +134,32 @@ class Broker:
             f"{self.name} did not accept connections on {self.bootstrap} within {timeout_s:.0f} s\n"
             + self.log_tail())
 
+    def start_expecting_exit(self, timeout_s: float = 10.0) -> tuple[int, str]:
+        """Start a broker that must refuse to run: wait for it to exit by itself within
+        timeout_s and return (exit code, what it printed during this start)."""
+        assert not self.alive(), f"{self.name} is already running"
+        self.starts += 1
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n==== start #{self.starts}: {' '.join(self.command())}\n".encode())
+            log.flush()
+            since = log.tell()
+            self.proc = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                env=self._env(), cwd=self.workdir, start_new_session=True)
+        self.live_since = self.live_since or time.time()
+        try:
+            rc = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise BrokerError(
+                f"{self.name} was expected to exit but still ran after {timeout_s:.0f} s\n"
+                + self.log_tail())
+        finally:
+            self.live_until = time.time()
+        with open(self.log_path, "rb") as log:
+            log.seek(since)
+            return rc, log.read().decode("utf-8", "replace")
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
