@@ -101,7 +101,9 @@ fn encode_frame<R: Encodable + HeaderVersion>(
         source,
     };
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let mut buf = BytesMut::with_capacity(64);
+    // Size the buffer once: a Fetch response can be tens of MiB.
+    let body_size = resp.compute_size(version).map_err(err)?;
+    let mut buf = BytesMut::with_capacity(4 + 8 + body_size);
     buf.put_i32(0);
     header
         .encode(&mut buf, R::header_version(version))
