@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::cluster::{Metadata, MetadataCommand, TopicMeta};
+use crate::cluster::{Metadata, MetadataCommand, ProducerIds, TopicMeta};
 use crate::config::BrokerConfig;
 use crate::coordinator::Coordinator;
 use crate::storage::LogManager;
@@ -19,6 +19,8 @@ pub struct Broker {
     pub metadata: Metadata,
     pub logs: Arc<LogManager>,
     pub coordinator: Arc<Coordinator>,
+    /// Hands out ids to idempotent producers (InitProducerId).
+    pub producer_ids: ProducerIds,
     /// Held for the broker's lifetime so two brokers never share a data dir.
     _dir_lock: File,
 }
@@ -81,8 +83,10 @@ impl Broker {
                     config.offsets_retention_check_interval_ms.max(100),
                 )),
         );
+        let producer_ids = ProducerIds::new(metadata.clone(), config.node_id);
         Ok(Arc::new(Self {
             coordinator,
+            producer_ids,
             node_id: config.node_id,
             config,
             cluster_id,
@@ -113,8 +117,9 @@ async fn ensure_offsets_topic(
     let name = crate::coordinator::store::TOPIC;
     if metadata.image().topic(name).is_none() {
         let mut configs = std::collections::BTreeMap::new();
-        // Kafka's offsets.topic.segment.bytes: small segments keep replay and cleanup cheap.
-        configs.insert("segment.bytes".to_string(), "104857600".to_string());
+        // Small segments let compaction (coordinator/store.rs) free disk soon after it moves
+        // the log start past old records.
+        configs.insert("segment.bytes".to_string(), "16777216".to_string());
         let meta = TopicMeta {
             name: name.to_string(),
             id: uuid::Uuid::new_v4(),

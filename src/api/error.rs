@@ -4,8 +4,10 @@ use kafka_protocol::error::ResponseError;
 
 use crate::cluster::{ClusterError, MetadataError};
 use crate::config::topic::TopicConfigError;
+use crate::coordinator::consumer::ConsumerError;
 use crate::coordinator::group::GroupError;
 use crate::coordinator::CoordinatorError;
+use crate::log::producer_state::ProducerError;
 use crate::log::LogError;
 
 /// Why one topic or partition of a request failed.
@@ -39,6 +41,12 @@ pub enum ServeError {
     Coordinator(CoordinatorError),
     #[error("{0}")]
     CoordinatorUnavailable(String),
+    /// A transactional producer: no broker here coordinates transactions yet.
+    #[error("{0}")]
+    TransactionsUnsupported(String),
+    /// No producer id block could be reserved through the metadata quorum.
+    #[error("cannot reserve producer ids: {0}")]
+    ProducerIdsUnavailable(#[source] ClusterError),
 }
 
 /// Maps an error to the Kafka code clients act on.
@@ -53,6 +61,12 @@ pub fn error_code(e: &ServeError) -> ResponseError {
             LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
             LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             LogError::InvalidRecord(_) => ResponseError::InvalidRecord,
+            LogError::Producer(p) => match p {
+                // Kafka 2.7+ answers a fenced epoch on produce with INVALID_PRODUCER_EPOCH
+                // (not PRODUCER_FENCED), which idempotent clients recover from.
+                ProducerError::InvalidEpoch { .. } => ResponseError::InvalidProducerEpoch,
+                ProducerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+            },
         },
         ServeError::Cluster(e) => match e {
             ClusterError::Rejected(MetadataError::TopicExists(_)) => {
@@ -63,6 +77,9 @@ pub fn error_code(e: &ServeError) -> ResponseError {
             }
             ClusterError::Rejected(MetadataError::InvalidPartitionCount { .. }) => {
                 ResponseError::InvalidPartitions
+            }
+            ClusterError::Rejected(MetadataError::ProducerIdsExhausted { .. }) => {
+                ResponseError::UnknownServerError
             }
             ClusterError::NoLeader(_) => ResponseError::NotController,
             ClusterError::Storage(_) | ClusterError::Raft(_) => ResponseError::UnknownServerError,
@@ -78,11 +95,33 @@ pub fn error_code(e: &ServeError) -> ResponseError {
         ServeError::Flush(_) => ResponseError::KafkaStorageError,
         ServeError::UnsupportedResource(_) => ResponseError::InvalidRequest,
         ServeError::CoordinatorUnavailable(_) => ResponseError::CoordinatorNotAvailable,
+        // What Kafka answers from a broker that is not the transaction's coordinator; see
+        // api/producer_ids.rs for why this and not an authorization error.
+        ServeError::TransactionsUnsupported(_) => ResponseError::NotCoordinator,
+        ServeError::ProducerIdsUnavailable(e) => match e {
+            // Kafka's answer while a producer id block cannot be had: clients retry it.
+            ClusterError::NoLeader(_) | ClusterError::Raft(_) | ClusterError::Storage(_) => {
+                ResponseError::CoordinatorLoadInProgress
+            }
+            ClusterError::Rejected(_) => ResponseError::UnknownServerError,
+        },
         ServeError::Coordinator(e) => match e {
             CoordinatorError::Loading => ResponseError::CoordinatorLoadInProgress,
             CoordinatorError::InvalidGroupId => ResponseError::InvalidGroupId,
             CoordinatorError::MetadataTooLarge(_) => ResponseError::OffsetMetadataTooLarge,
             CoordinatorError::SubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+            CoordinatorError::Consumer(c) => match c {
+                ConsumerError::UnknownMemberId => ResponseError::UnknownMemberId,
+                ConsumerError::FencedMemberEpoch => ResponseError::FencedMemberEpoch,
+                ConsumerError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
+                ConsumerError::UnreleasedInstanceId => ResponseError::UnreleasedInstanceId,
+                ConsumerError::FencedInstanceId => ResponseError::FencedInstanceId,
+                ConsumerError::UnsupportedAssignor => ResponseError::UnsupportedAssignor,
+                ConsumerError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+                ConsumerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+                ConsumerError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+                ConsumerError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+            },
             // Kafka answers a failed write of coordinator records with a retriable error.
             CoordinatorError::Store(_) => ResponseError::CoordinatorNotAvailable,
             CoordinatorError::Group(g) => match g {
@@ -175,6 +214,32 @@ mod tests {
             (
                 ServeError::Coordinator(CoordinatorError::SubscribedToTopic),
                 86,
+            ),
+            (
+                LogError::from(ProducerError::InvalidEpoch {
+                    producer_id: 1,
+                    epoch: 0,
+                    current: 1,
+                })
+                .into(),
+                47,
+            ),
+            (
+                LogError::from(ProducerError::OutOfOrderSequence {
+                    producer_id: 1,
+                    epoch: 0,
+                    first_seq: 7,
+                    last_seq: 4,
+                })
+                .into(),
+                45,
+            ),
+            (ServeError::TransactionsUnsupported("tx".into()), 16),
+            (
+                ServeError::ProducerIdsUnavailable(ClusterError::NoLeader(
+                    std::time::Duration::from_secs(1),
+                )),
+                14,
             ),
         ];
         for (err, code) in cases {

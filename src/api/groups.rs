@@ -276,17 +276,17 @@ pub fn list(broker: &Arc<Broker>, ctx: &Ctx, req: ListGroupsRequest) -> Result<R
         .coordinator
         .list_groups()
         .into_iter()
-        .filter(|g| states.is_empty() || states.contains(&g.state.as_str().to_ascii_lowercase()))
-        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_ascii_lowercase()))
+        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
         .map(|g| {
             let mut l = ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(g.group_id)))
                 .with_protocol_type(str_bytes(g.protocol_type));
             if ctx.version >= 4 {
-                l = l.with_group_state(str_bytes(g.state.as_str()));
+                l = l.with_group_state(str_bytes(g.state));
             }
             if ctx.version >= 5 {
-                l = l.with_group_type(str_bytes("classic"));
+                l = l.with_group_type(str_bytes(g.group_type));
             }
             l
         })

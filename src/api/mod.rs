@@ -6,6 +6,7 @@
 
 mod admin;
 mod configs;
+mod consumer_groups;
 mod error;
 mod fetch;
 mod groups;
@@ -14,6 +15,7 @@ mod log_dirs;
 mod metadata;
 mod offsets;
 mod produce;
+mod producer_ids;
 mod topics;
 pub mod versions;
 
@@ -161,6 +163,7 @@ pub async fn handle(
         ApiKey::ApiVersions => versions::handle(&ctx, body!()),
         ApiKey::Metadata => metadata::handle(broker, &ctx, body!()).await,
         ApiKey::Produce => produce::handle(broker, &ctx, body!()).await,
+        ApiKey::InitProducerId => producer_ids::init(broker, &ctx, body!()).await,
         ApiKey::Fetch => fetch::handle(broker, &ctx, body!()).await,
         ApiKey::ListOffsets => list_offsets::handle(broker, &ctx, body!()).await,
         ApiKey::CreateTopics => topics::create(broker, &ctx, body!()).await,
@@ -184,6 +187,8 @@ pub async fn handle(
         ApiKey::OffsetCommit => offsets::commit(broker, &ctx, body!()).await,
         ApiKey::OffsetFetch => offsets::fetch(broker, &ctx, body!()),
         ApiKey::OffsetDelete => offsets::delete(broker, &ctx, body!()).await,
+        ApiKey::ConsumerGroupHeartbeat => consumer_groups::heartbeat(broker, &ctx, body!()).await,
+        ApiKey::ConsumerGroupDescribe => consumer_groups::describe(broker, &ctx, body!()),
         _ => Err(ApiError::UnknownApi(prefix.api_key)),
     }
 }

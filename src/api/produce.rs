@@ -1,5 +1,8 @@
 //! Produce: validate and append each partition's record batches in request order, then (for
 //! acks 1/-1) answer once a group-commit fsync covers them. acks=0 gets no response at all.
+//! An idempotent producer's retry of batches already written is answered with the original
+//! offsets (after the same fsync, since the original may still be waiting for it); the
+//! producer state rules live in `log::producer_state`.
 
 use std::sync::Arc;
 
@@ -52,6 +55,10 @@ pub async fn handle(
                 let records = pd.records.unwrap_or_default();
                 match p.append(&records, now) {
                     Ok(a) => {
+                        if a.duplicate {
+                            tracing::debug!(topic = %&*t.name.0, partition = pd.index,
+                                base_offset = a.base_offset, "duplicate produce answered with the original offset");
+                        }
                         resp = resp
                             .with_base_offset(a.base_offset)
                             .with_log_append_time_ms(a.log_append_time.unwrap_or(-1))

@@ -39,6 +39,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
+    // Non-transactional producers only; v4 and v5 add error codes for transactions.
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 pub fn supported(api: ApiKey) -> Option<(i16, i16)> {

@@ -1,20 +1,24 @@
 //! Cluster metadata agreed through Raft (openraft).
 //!
-//! Owns the metadata state machine (topics, their ids, partition counts and configs), the
-//! persistent Raft log under `<data_dir>/raft/`, and the `Metadata` handle the API layer uses to
-//! read the current image and to propose changes. A single broker runs a one-voter quorum, so a
-//! change is durable in the Raft log and applied to the image before `propose` returns.
+//! Owns the metadata state machine (topics, their ids, partition counts and configs, and the
+//! producer id counter), the persistent Raft log under `<data_dir>/raft/`, the `Metadata`
+//! handle the API layer uses to read the current image and to propose changes, and
+//! [`ProducerIds`], which hands out producer ids from blocks reserved through the log. A
+//! single broker runs a one-voter quorum, so a change is durable in the Raft log and applied
+//! to the image before `propose` returns.
 //!
 //! Must not touch: partition logs (the storage layer reconciles itself from the image).
 
 mod image;
 mod network;
+pub mod producer_ids;
 mod state_machine;
 mod store;
 mod types;
 
 pub use image::{MetadataImage, TopicMeta};
-pub use types::{MetadataCommand, MetadataError};
+pub use producer_ids::ProducerIds;
+pub use types::{Applied, MetadataCommand, MetadataError};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -114,6 +118,12 @@ impl Metadata {
 
     /// Proposes a change; returns once it is committed and applied, or why it was rejected.
     pub async fn propose(&self, cmd: MetadataCommand) -> Result<(), ClusterError> {
+        self.propose_for(cmd).await.map(|_| ())
+    }
+
+    /// Like [`propose`](Self::propose), returning what the command produced (the producer
+    /// ids an `AllocateProducerIds` reserved).
+    pub async fn propose_for(&self, cmd: MetadataCommand) -> Result<Applied, ClusterError> {
         let resp = self
             .raft
             .client_write(cmd)

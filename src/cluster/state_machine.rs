@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::image::MetadataImage;
 use super::store::{read_json, write_json_atomic};
-use super::types::{MetadataError, TypeConfig};
+use super::types::{Applied, MetadataError, TypeConfig};
 
 type SErr = StorageError<u64>;
 
@@ -116,7 +116,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.last_applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Result<(), MetadataError>>, SErr>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Result<Applied, MetadataError>>, SErr>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -126,7 +126,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Blank => out.push(Ok(())),
+                EntryPayload::Blank => out.push(Ok(Applied::Done)),
                 EntryPayload::Normal(cmd) => {
                     let res = image.apply(&cmd);
                     if let Err(e) = &res {
@@ -136,7 +136,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
-                    out.push(Ok(()));
+                    out.push(Ok(Applied::Done));
                 }
             }
         }

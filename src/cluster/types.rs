@@ -11,7 +11,7 @@ openraft::declare_raft_types!(
     /// openraft types for the metadata quorum.
     pub TypeConfig:
         D = MetadataCommand,
-        R = Result<(), MetadataError>,
+        R = Result<Applied, MetadataError>,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -35,6 +35,25 @@ pub enum MetadataCommand {
         name: String,
         configs: BTreeMap<String, String>,
     },
+    /// Reserves the next `block_size` producer ids for `broker_id` to hand out (Kafka's
+    /// AllocateProducerIds). The image only keeps the next unreserved id, so an id is never
+    /// handed out twice, across restarts and brokers; ids of a block a broker did not use up
+    /// before it stopped are simply never used.
+    AllocateProducerIds {
+        broker_id: i32,
+        block_size: i64,
+    },
+}
+
+/// What an applied command produced, for the proposer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    Done,
+    /// Producer ids `first..first + count` are reserved for the proposer.
+    ProducerIds {
+        first: i64,
+        count: i64,
+    },
 }
 
 /// Why the state machine refused a command.
@@ -52,4 +71,6 @@ pub enum MetadataError {
         current: i32,
         requested: i32,
     },
+    #[error("cannot reserve {block_size} more producer ids after {next}")]
+    ProducerIdsExhausted { next: i64, block_size: i64 },
 }

@@ -93,6 +93,14 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: i32,
     /// Most members one group may have.
     pub group_max_size: usize,
+    /// An idempotent producer that has not written to a partition for this long is forgotten
+    /// there (Kafka `producer.id.expiration.ms`); a retry arriving later is no longer
+    /// recognised as a duplicate.
+    pub producer_id_expiration_ms: i64,
+    /// Session timeout of members of KIP-848 (`group.protocol=consumer`) groups.
+    pub group_consumer_session_timeout_ms: i32,
+    /// Heartbeat interval the coordinator gives KIP-848 group members.
+    pub group_consumer_heartbeat_interval_ms: i32,
 }
 
 impl Default for BrokerConfig {
@@ -128,6 +136,9 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3000,
             group_max_size: i32::MAX as usize,
+            producer_id_expiration_ms: 24 * 3600 * 1000,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -249,6 +260,9 @@ impl BrokerConfig {
         }
         if self.connection_max_inflight_bytes < 1024 {
             return Err(invalid("connection_max_inflight_bytes", "must be >= 1024"));
+        }
+        if self.producer_id_expiration_ms < 1 {
+            return Err(invalid("producer_id_expiration_ms", "must be >= 1"));
         }
         // Topic-level defaults go through the same validation as topic overrides.
         topic::TopicConfig::resolve(self, &Default::default())

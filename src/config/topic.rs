@@ -78,6 +78,9 @@ pub struct TopicConfig {
     pub flush_ms: i64,
     pub index_interval_bytes: i32,
     pub min_insync_replicas: i32,
+    /// Not a topic config: the broker's `producer_id_expiration_ms`, carried here because the
+    /// partition log enforces it.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl TopicConfig {
@@ -114,6 +117,7 @@ impl TopicConfig {
             flush_ms: long("flush.ms"),
             index_interval_bytes: long("index.interval.bytes") as i32,
             min_insync_replicas: long("min.insync.replicas") as i32,
+            producer_id_expiration_ms: broker.producer_id_expiration_ms,
         };
         // Broker defaults are validated through the same rules as overrides.
         let all: BTreeMap<String, String> = values

@@ -9,6 +9,8 @@
 //!
 //! Must not: hold the state lock across an await (plans are built under it, I/O after).
 
+pub mod consumer;
+mod consumer_groups;
 pub mod group;
 pub mod records;
 pub mod store;
@@ -32,6 +34,11 @@ use store::StoreError;
 use crate::config::BrokerConfig;
 use crate::storage::LogManager;
 
+/// A partition is compacted once it has grown this much since its last compaction.
+const COMPACT_DIRTY_BYTES: u64 = 8 * 1024 * 1024;
+/// How often partitions are checked for compaction.
+const COMPACT_CHECK_EVERY: Duration = Duration::from_secs(30);
+
 /// Why a coordinator request could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
@@ -47,6 +54,8 @@ pub enum CoordinatorError {
     MetadataTooLarge(usize),
     #[error("the group's members consume this topic; its offsets cannot be deleted")]
     SubscribedToTopic,
+    #[error(transparent)]
+    Consumer(#[from] consumer::ConsumerError),
 }
 
 enum Waiter {
@@ -56,6 +65,11 @@ enum Waiter {
 
 #[derive(Default)]
 struct State {
+    /// `__consumer_offsets` partitions (for mapping groups in code that has only the state).
+    partitions: i32,
+    /// KIP-848 groups (ConsumerGroupHeartbeat), and the snapshot bytes last written for each.
+    consumer_groups: HashMap<String, consumer::ConsumerGroup>,
+    consumer_persisted: HashMap<String, Vec<u8>>,
     loaded: HashSet<i32>,
     groups: HashMap<String, Group>,
     stores: HashMap<i32, OffsetStore>,
@@ -66,17 +80,26 @@ pub struct Coordinator {
     logs: Arc<LogManager>,
     partitions: i32,
     group_config: GroupConfig,
+    consumer_config: consumer::ConsumerGroupConfig,
     retention_ms: i64,
     metadata_max_bytes: usize,
     state: Mutex<State>,
     next_token: AtomicU64,
+    /// One writer at a time per `__consumer_offsets` partition, so compaction never races a
+    /// write of the same key.
+    write_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Partition size right after its last compaction (bytes), to compact only when dirty.
+    compacted_size: Mutex<HashMap<i32, u64>>,
 }
 
 /// A group as ListGroups/DescribeGroups show it.
 pub struct GroupListing {
     pub group_id: String,
+    /// "classic" or "consumer" (KIP-848).
+    pub group_type: &'static str,
     pub protocol_type: String,
-    pub state: GroupState,
+    /// Kafka's state name for the group's protocol.
+    pub state: &'static str,
 }
 
 impl Coordinator {
@@ -92,10 +115,23 @@ impl Coordinator {
                 initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
                 max_size: config.group_max_size,
             },
+            consumer_config: consumer::ConsumerGroupConfig {
+                session_timeout_ms: config.group_consumer_session_timeout_ms,
+                heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
+                max_size: config.group_max_size,
+                ..Default::default()
+            },
             retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
             metadata_max_bytes: config.offset_metadata_max_bytes,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                partitions,
+                ..State::default()
+            }),
             next_token: AtomicU64::new(1),
+            write_locks: (0..partitions.max(1))
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            compacted_size: Mutex::new(HashMap::new()),
         })
     }
 
@@ -129,7 +165,15 @@ impl Coordinator {
             };
             let mut store = store;
             let snapshots = store.take_group_snapshots();
+            let consumer_snapshots = store.take_consumer_group_snapshots();
             let mut st = self.lock();
+            for (id, snap) in consumer_snapshots {
+                groups += 1;
+                let bytes = encode_value(&RecordValue::ConsumerGroup(Box::new(snap.clone())));
+                let g = consumer::ConsumerGroup::restore(snap, self.consumer_config, now);
+                st.consumer_groups.insert(id.clone(), g);
+                st.consumer_persisted.insert(id, bytes);
+            }
             for (id, snap) in snapshots {
                 groups += 1;
                 st.groups
@@ -201,11 +245,73 @@ impl Coordinator {
         let this = self.clone();
         tokio::spawn(async move {
             for (p, records) in writes {
-                if let Err(e) = store::append(&this.logs, p, records).await {
+                if let Err(e) = this.append(p, records).await {
                     tracing::error!(partition = p, error = %e, "persisting group metadata failed");
                 }
             }
         });
+    }
+
+    /// Writes records to one partition under its write lock, durably.
+    async fn append(
+        &self,
+        partition: i32,
+        records: Vec<store::KeyValue>,
+    ) -> Result<(), StoreError> {
+        let _guard = self.write_lock(partition).lock().await;
+        store::append(&self.logs, partition, records).await
+    }
+
+    fn write_lock(&self, partition: i32) -> &tokio::sync::Mutex<()> {
+        let i = usize::try_from(partition).unwrap_or(0) % self.write_locks.len();
+        &self.write_locks[i]
+    }
+
+    /// Compacts partitions that have grown by `COMPACT_DIRTY_BYTES` since their last
+    /// compaction (replay time and disk use then track live state, not history).
+    async fn compact_dirty(&self) {
+        for p in 0..self.partitions {
+            let Some(part) = self.logs.partition(store::TOPIC, p) else {
+                continue;
+            };
+            let size = part.size_bytes();
+            let base = self
+                .compacted_size
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&p)
+                .copied()
+                .unwrap_or(0);
+            if size < base + COMPACT_DIRTY_BYTES {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let result = {
+                let _guard = self.write_lock(p).lock().await;
+                store::compact(&self.logs, p).await
+            };
+            match result {
+                Ok(c) => {
+                    let after = part.size_bytes();
+                    self.compacted_size
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(p, after);
+                    tracing::info!(
+                        partition = p,
+                        records_read = c.records_read,
+                        live_records = c.live_records,
+                        log_start = c.new_log_start,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "compacted {}",
+                        store::TOPIC
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "compacting {} failed", store::TOPIC)
+                }
+            }
+        }
     }
 
     pub async fn join(
@@ -218,6 +324,13 @@ impl Coordinator {
         {
             let mut st = self.lock();
             self.check(&st, group_id)?;
+            if st
+                .consumer_groups
+                .get(group_id)
+                .is_some_and(|g| !g.is_empty())
+            {
+                return Err(GroupError::InconsistentGroupProtocol.into());
+            }
             let token = self.token();
             st.waiters.insert(token, Waiter::Join(tx));
             let config = self.group_config;
@@ -316,18 +429,23 @@ impl Coordinator {
                 }
             }
             let now = crate::now_ms();
-            match st.groups.get_mut(group_id) {
-                Some(g) => g.offset_commit(now, member_id, instance, generation)?,
-                // Kafka: a commit naming a member or generation of a group that does not
-                // exist is refused; a simple (assign-based) commit creates an Empty group.
-                None if !member_id.is_empty() || generation >= 0 => {
-                    return Err(GroupError::IllegalGeneration.into())
-                }
-                None => {
-                    st.groups.insert(
-                        group_id.to_string(),
-                        Group::new(group_id.to_string(), self.group_config),
-                    );
+            if let Some(cg) = st.consumer_groups.get(group_id) {
+                // KIP-848 groups check the member epoch instead of a generation.
+                cg.validate_offset_commit(member_id, generation)?;
+            } else {
+                match st.groups.get_mut(group_id) {
+                    Some(g) => g.offset_commit(now, member_id, instance, generation)?,
+                    // Kafka: a commit naming a member or generation of a group that does not
+                    // exist is refused; a simple (assign-based) commit creates an Empty group.
+                    None if !member_id.is_empty() || generation >= 0 => {
+                        return Err(GroupError::IllegalGeneration.into())
+                    }
+                    None => {
+                        st.groups.insert(
+                            group_id.to_string(),
+                            Group::new(group_id.to_string(), self.group_config),
+                        );
+                    }
                 }
             }
             p
@@ -346,7 +464,7 @@ impl Coordinator {
                 )
             })
             .collect();
-        store::append(&self.logs, p, records).await?;
+        self.append(p, records).await?;
         let mut st = self.lock();
         let store = st.stores.entry(p).or_default();
         for (t, part, o) in offsets {
@@ -398,7 +516,10 @@ impl Coordinator {
             if group.is_none() && !has_offsets {
                 return Err(GroupError::GroupIdNotFound.into());
             }
-            let subscribed = group.map(subscribed_topics).unwrap_or_default();
+            let mut subscribed = group.map(subscribed_topics).unwrap_or_default();
+            if let Some(cg) = st.consumer_groups.get(group_id) {
+                subscribed.extend(cg.subscribed_topics());
+            }
             let mut results = Vec::new();
             let mut keys = Vec::new();
             for (t, i) in &partitions {
@@ -424,7 +545,7 @@ impl Coordinator {
                 )
             })
             .collect();
-        store::append(&self.logs, p, records).await?;
+        self.append(p, records).await?;
         let mut st = self.lock();
         if let Some(s) = st.stores.get_mut(&p) {
             for (t, i) in keys {
@@ -440,7 +561,15 @@ impl Coordinator {
             let mut st = self.lock();
             let p = self.check(&st, group_id)?;
             let has_offsets = st.stores.get(&p).is_some_and(|s| s.has_offsets(group_id));
+            let mut consumer_group = false;
+            if let Some(cg) = st.consumer_groups.get_mut(group_id) {
+                cg.mark_dead()?;
+                st.consumer_groups.remove(group_id);
+                st.consumer_persisted.remove(group_id);
+                consumer_group = true;
+            }
             match st.groups.get(group_id) {
+                None if consumer_group => {}
                 None if !has_offsets => return Err(GroupError::GroupIdNotFound.into()),
                 Some(g) if !g.is_empty() => return Err(GroupError::NonEmptyGroup.into()),
                 _ => {}
@@ -466,14 +595,15 @@ impl Coordinator {
             keys.push(RecordKey::Group {
                 group: group_id.to_string(),
             });
+            if consumer_group {
+                keys.push(RecordKey::ConsumerGroup {
+                    group: group_id.to_string(),
+                });
+            }
             (p, keys)
         };
-        store::append(
-            &self.logs,
-            p,
-            keys.iter().map(|k| (encode_key(k), None)).collect(),
-        )
-        .await?;
+        self.append(p, keys.iter().map(|k| (encode_key(k), None)).collect())
+            .await?;
         let mut st = self.lock();
         if let Some(s) = st.stores.get_mut(&p) {
             for k in keys {
@@ -497,18 +627,26 @@ impl Coordinator {
             .filter(|(_, g)| g.state() != GroupState::Dead)
             .map(|(id, g)| GroupListing {
                 group_id: id.clone(),
+                group_type: "classic",
                 protocol_type: g.protocol_type().unwrap_or_default().to_string(),
-                state: g.state(),
+                state: g.state().as_str(),
             })
             .collect();
+        out.extend(st.consumer_groups.iter().map(|(id, g)| GroupListing {
+            group_id: id.clone(),
+            group_type: "consumer",
+            protocol_type: "consumer".to_string(),
+            state: g.state().as_str(),
+        }));
         // Groups known only by their committed offsets are Empty groups too.
         for store in st.stores.values() {
             for id in store.group_ids() {
-                if !st.groups.contains_key(id) {
+                if !st.groups.contains_key(id) && !st.consumer_groups.contains_key(id) {
                     out.push(GroupListing {
                         group_id: id.clone(),
+                        group_type: "classic",
                         protocol_type: String::new(),
-                        state: GroupState::Empty,
+                        state: GroupState::Empty.as_str(),
                     });
                 }
             }
@@ -531,6 +669,7 @@ impl Coordinator {
     pub async fn run_timers(self: Arc<Self>, retention_check_every: Duration) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut last_expiry = tokio::time::Instant::now();
+        let mut last_compaction = tokio::time::Instant::now();
         loop {
             tick.tick().await;
             let now = crate::now_ms();
@@ -551,9 +690,14 @@ impl Coordinator {
                 }
             }
             self.persist(persist);
+            self.tick_consumer_groups(now);
             if last_expiry.elapsed() >= retention_check_every {
                 last_expiry = tokio::time::Instant::now();
                 self.expire_offsets(now).await;
+            }
+            if last_compaction.elapsed() >= COMPACT_CHECK_EVERY {
+                last_compaction = tokio::time::Instant::now();
+                self.compact_dirty().await;
             }
         }
     }
@@ -574,12 +718,9 @@ impl Coordinator {
         };
         for (p, keys) in plan {
             let n = keys.len();
-            if let Err(e) = store::append(
-                &self.logs,
-                p,
-                keys.iter().map(|k| (encode_key(k), None)).collect(),
-            )
-            .await
+            if let Err(e) = self
+                .append(p, keys.iter().map(|k| (encode_key(k), None)).collect())
+                .await
             {
                 tracing::warn!(partition = p, error = %e, "expiring offsets failed");
                 continue;

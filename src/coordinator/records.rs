@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::consumer::ConsumerGroupSnapshot;
 use super::group::GroupSnapshot;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -21,6 +22,10 @@ pub enum RecordKey {
         partition: i32,
     },
     Group {
+        group: String,
+    },
+    /// A group of the KIP-848 consumer protocol.
+    ConsumerGroup {
         group: String,
     },
 }
@@ -39,6 +44,7 @@ pub struct CommittedOffset {
 pub enum RecordValue {
     Offset(CommittedOffset),
     Group(Box<GroupSnapshot>),
+    ConsumerGroup(Box<ConsumerGroupSnapshot>),
 }
 
 pub fn encode_key(key: &RecordKey) -> Vec<u8> {
@@ -55,6 +61,7 @@ pub struct OffsetStore {
     /// group -> (topic, partition) -> offset
     offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>>,
     groups: HashMap<String, GroupSnapshot>,
+    consumer_groups: HashMap<String, ConsumerGroupSnapshot>,
 }
 
 /// What replaying one record did.
@@ -105,6 +112,17 @@ impl OffsetStore {
             (RecordKey::Group { group }, None) => {
                 self.groups.remove(&group);
             }
+            (RecordKey::ConsumerGroup { group }, Some(v)) => {
+                match serde_json::from_slice::<ConsumerGroupSnapshot>(v) {
+                    Ok(g) => {
+                        self.consumer_groups.insert(group, g);
+                    }
+                    Err(e) => return Replayed::Unreadable(format!("consumer group value: {e}")),
+                }
+            }
+            (RecordKey::ConsumerGroup { group }, None) => {
+                self.consumer_groups.remove(&group);
+            }
         }
         Replayed::Ok
     }
@@ -153,6 +171,10 @@ impl OffsetStore {
 
     pub fn take_group_snapshots(&mut self) -> HashMap<String, GroupSnapshot> {
         std::mem::take(&mut self.groups)
+    }
+
+    pub fn take_consumer_group_snapshots(&mut self) -> HashMap<String, ConsumerGroupSnapshot> {
+        std::mem::take(&mut self.consumer_groups)
     }
 
     /// Offsets of empty groups older than `retention_ms` (Kafka's `offsets.retention.minutes`):

@@ -214,7 +214,7 @@ pub fn validate_produce_batches(
         }
         check_counts(&header)?;
         // Control batches are written by the broker itself (transaction markers), never by
-        // producers; transactions are not offered (no InitProducerId/AddPartitionsToTxn).
+        // producers; transactions are not offered (no AddPartitionsToTxn/EndTxn).
         if header.is_control() {
             return Err(LogError::InvalidRecord(format!(
                 "batch at byte {pos} is a control batch; producers may not write those"
@@ -223,6 +223,13 @@ pub fn validate_produce_batches(
         if header.is_transactional() {
             return Err(LogError::InvalidRecord(format!(
                 "batch at byte {pos} is transactional; this broker does not offer transactions yet"
+            )));
+        }
+        // Kafka's LogValidator: an idempotent batch must carry a sequence number.
+        if header.producer_id >= 0 && header.base_sequence < 0 {
+            return Err(LogError::InvalidRecord(format!(
+                "batch at byte {pos} of producer {} has sequence {}",
+                header.producer_id, header.base_sequence
             )));
         }
         if header.compression_codec() > MAX_COMPRESSION_CODEC {

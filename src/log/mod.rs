@@ -1,9 +1,10 @@
 //! The partition log: Kafka magic v2 record batches stored in segment files.
 //!
 //! Owns everything under one partition directory (`<data>/<topic>-<partition>/`): the segment
-//! files (`<base_offset:020>.log`), their sparse offset and time indexes, and the
-//! `log-start-offset` checkpoint. It knows nothing about replication, high watermarks or
-//! producer state; callers pass the high watermark in where it bounds a read or a deletion.
+//! files (`<base_offset:020>.log`), their sparse offset and time indexes, the
+//! `log-start-offset` checkpoint, and the idempotent producers' state with its
+//! `<offset:020>.snapshot` files. It knows nothing about replication or high watermarks;
+//! callers pass the high watermark in where it bounds a read or a deletion.
 //!
 //! Layout, from the bytes up:
 //! - [`batch`]: parsing, validating and patching record batch headers (pure).
@@ -11,6 +12,8 @@
 //! - `scan`: walking a segment file batch by batch, checking CRCs.
 //! - [`segment`]: one `.log` file and its indexes.
 //! - [`policy`]: when to roll a segment and which segments retention deletes (pure).
+//! - [`producer_state`]: producer ids, epochs and sequences: duplicate and gap detection
+//!   (pure), and its snapshot files.
 //! - [`partition`]: the ordered set of segments that forms one partition's log.
 //!
 //! Invariants kept here, checked by [`PartitionLog::validate`] after every change in debug
@@ -25,6 +28,7 @@ mod checkpoint;
 pub mod index;
 pub mod partition;
 pub mod policy;
+pub mod producer_state;
 pub mod records;
 mod scan;
 pub mod segment;
@@ -67,6 +71,9 @@ pub enum LogError {
     },
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// An idempotent producer's batch broke the epoch or sequence rules.
+    #[error(transparent)]
+    Producer(#[from] producer_state::ProducerError),
 }
 
 impl LogError {
@@ -89,7 +96,8 @@ impl LogError {
             | LogError::UnsupportedMagic(_)
             | LogError::MessageTooLarge { .. }
             | LogError::OffsetOutOfRange { .. }
-            | LogError::InvalidRecord(_) => false,
+            | LogError::InvalidRecord(_)
+            | LogError::Producer(_) => false,
         }
     }
 }
@@ -120,6 +128,9 @@ pub struct LogConfig {
     pub retention_ms: i64,
     /// Delete the oldest sealed segments while the log is larger than this; -1 = unlimited.
     pub retention_bytes: i64,
+    /// Forget an idempotent producer idle this long (Kafka's broker-wide
+    /// `producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -132,6 +143,7 @@ impl Default for LogConfig {
             message_timestamp_type: TimestampType::CreateTime,
             retention_ms: 7 * 24 * 60 * 60 * 1000,
             retention_bytes: -1,
+            producer_id_expiration_ms: 24 * 60 * 60 * 1000,
         }
     }
 }

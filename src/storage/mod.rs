@@ -48,6 +48,7 @@ pub fn log_config(c: &TopicConfig) -> LogConfig {
         message_timestamp_type: c.timestamp_type,
         retention_ms: c.retention_ms,
         retention_bytes: c.retention_bytes,
+        producer_id_expiration_ms: c.producer_id_expiration_ms,
     }
 }
 
@@ -179,7 +180,8 @@ impl LogManager {
         }
     }
 
-    /// Periodic work: retention and relaxed-policy flushes. Runs until the process ends.
+    /// Periodic work: retention, producer id expiry and relaxed-policy flushes. Runs until
+    /// the process ends.
     pub async fn run_background(self: Arc<Self>) {
         let retention_every =
             Duration::from_millis(self.broker.log_retention_check_interval_ms.max(100));
@@ -194,6 +196,10 @@ impl LogManager {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(partition = %p.name(), segments = n, "retention deleted segments"),
                             Err(e) => tracing::warn!(partition = %p.name(), error = %e, "retention failed"),
+                        }
+                        let expired = p.remove_expired_producers(now);
+                        if expired > 0 {
+                            tracing::debug!(partition = %p.name(), producers = expired, "expired producer ids");
                         }
                     }
                 }

@@ -43,6 +43,8 @@ pub struct Appended {
     pub needs_flush: bool,
     /// A relaxed-policy partition crossed `flush.messages`: fsync in the background.
     pub flush_due: bool,
+    /// An idempotent producer's retry: the offsets are the original's; nothing was appended.
+    pub duplicate: bool,
 }
 
 /// Offsets of a partition at one instant.
@@ -131,11 +133,17 @@ impl Partition {
     }
 
     /// Validates and appends a producer's record batches (as sent; offsets assigned here).
+    /// An idempotent producer's retry is answered with the original's offsets; it still waits
+    /// for the flush like any write, because the original may not be durable yet.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<Appended, LogError> {
         let mut buf = records.to_vec();
         let mut st = self.lock();
         let res = st.log.append(&mut buf, now_ms, 0)?;
-        let count = res.last_offset - res.base_offset + 1;
+        let count = if res.duplicate {
+            0
+        } else {
+            res.last_offset - res.base_offset + 1
+        };
         let durable = st.config.durable_ack();
         let mut flush_due = false;
         if !durable {
@@ -153,6 +161,7 @@ impl Partition {
             log_start_offset: res.log_start_offset,
             needs_flush: durable,
             flush_due,
+            duplicate: res.duplicate,
         })
     }
 
@@ -240,6 +249,11 @@ impl Partition {
             });
         }
         st.log.delete_records_before(target)
+    }
+
+    /// Forgets idempotent producers idle past `producer_id_expiration_ms`; returns how many.
+    pub fn remove_expired_producers(&self, now_ms: i64) -> usize {
+        self.lock().log.remove_expired_producers(now_ms)
     }
 
     /// Deletes whole segments past `retention.ms` / `retention.bytes`.

@@ -11,12 +11,19 @@
 //!
 //! The high watermark is not known here: callers pass it to [`PartitionLog::read`] and
 //! [`PartitionLog::apply_retention`], and must check DeleteRecords offsets against it.
-//! Producer ids, sequences and transactions are likewise the caller's concern; control
-//! batches are accepted like any other, so a client-facing caller must refuse them.
 //!
-//! `open` loads a directory; `retention` moves the log start and deletes segments.
+//! Idempotent producers are checked here, before anything is written: a request whose batches
+//! break a producer's epoch or sequence rules is refused whole, and a retried batch is
+//! answered with where its original went instead of being appended twice. The producer state
+//! always describes exactly the batches in the log: it changes only after a successful write,
+//! and on open it is rebuilt from the newest snapshot plus the log after it (see
+//! [`crate::log::producer_state`]).
+//!
+//! `open` loads a directory; `retention` moves the log start and deletes segments;
+//! `producers` loads, snapshots and expires the producer state.
 
 mod open;
+mod producers;
 mod retention;
 
 use std::collections::BTreeMap;
@@ -25,9 +32,10 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::batch::{patch_batch, validate_produce_batches};
+use super::batch::{patch_batch, validate_produce_batches, BatchHeader};
 use super::checkpoint;
 use super::policy::{should_roll, RollInput};
+use super::producer_state::{AppendCheck, ProducerStates};
 use super::segment::Segment;
 use super::{LogConfig, LogError, TimestampType};
 
@@ -43,6 +51,9 @@ pub struct AppendResult {
     /// The broker time stamped on the batches, for `LogAppendTime` topics.
     pub log_append_time: Option<i64>,
     pub log_start_offset: i64,
+    /// The request was a producer's retry of batches already in the log: nothing was
+    /// appended, and the offsets are those of the original.
+    pub duplicate: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +72,8 @@ pub struct PartitionLog {
     segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
     log_end_offset: i64,
+    /// Idempotent producers' state as of `log_end_offset`.
+    producers: ProducerStates,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -70,6 +83,7 @@ impl std::fmt::Debug for PartitionLog {
             .field("log_start_offset", &self.log_start_offset)
             .field("log_end_offset", &self.log_end_offset)
             .field("segments", &self.segments.len())
+            .field("producers", &self.producers.len())
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +136,8 @@ impl PartitionLog {
 
     /// Validates a produce request's batches, gives them consecutive offsets from the log
     /// end, stamps them (in place, in `records`) and appends them, rolling first if due.
+    /// A retry of an idempotent producer's batch is not appended again: the result points at
+    /// the original (`duplicate`).
     pub fn append(
         &mut self,
         records: &mut [u8],
@@ -134,10 +150,19 @@ impl PartitionLog {
                 "no record batches to append".into(),
             ));
         }
-        let log_append_time = match self.config.message_timestamp_type {
-            TimestampType::LogAppendTime => Some(now_ms),
-            TimestampType::CreateTime => None,
-        };
+        let sent: Vec<BatchHeader> = infos.iter().map(|i| i.header).collect();
+        let append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
+        if let AppendCheck::Duplicate(original) = self.producers.check(&sent)? {
+            return Ok(AppendResult {
+                base_offset: original.first_offset,
+                last_offset: original.last_offset,
+                // The original's max timestamp is the broker's clock at its append.
+                log_append_time: append_time.then_some(original.max_timestamp),
+                log_start_offset: self.log_start_offset,
+                duplicate: true,
+            });
+        }
+        let log_append_time = append_time.then_some(now_ms);
         let mut headers = Vec::with_capacity(infos.len());
         let mut next = self.log_end_offset;
         for info in &infos {
@@ -170,17 +195,22 @@ impl PartitionLog {
         }
         self.active_mut().append(records, &headers, now_ms)?;
         self.log_end_offset = next;
+        for h in &headers {
+            self.producers.apply(h, now_ms);
+        }
         self.check();
         Ok(AppendResult {
             base_offset,
             last_offset,
             log_append_time,
             log_start_offset: self.log_start_offset,
+            duplicate: false,
         })
     }
 
     /// Seals the active segment (fsyncing it, which is rare enough to do under the lock)
-    /// and starts a new one at the log end. Does nothing if the active segment is empty.
+    /// and starts a new one at the log end, with a producer state snapshot at its base.
+    /// Does nothing if the active segment is empty.
     pub fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
         if self.active().is_empty() {
             return Ok(());
@@ -190,6 +220,7 @@ impl PartitionLog {
         let seg = Segment::create(&self.dir, base, self.config.index_interval_bytes, now_ms)?;
         self.segments.insert(base, seg);
         self.sync_dir()?;
+        self.write_producer_snapshot();
         tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled segment");
         self.check();
         Ok(())
@@ -289,9 +320,12 @@ impl PartitionLog {
             .map_err(|e| LogError::io(format!("dup {}", active.log_path().display()), e))
     }
 
-    /// Flushes the active segment and writes out its indexes. The log stays usable.
+    /// Flushes the active segment, writes out its indexes and snapshots the producer state
+    /// at the log end, so the next open replays nothing. The log stays usable.
     pub fn close(&mut self) -> Result<(), LogError> {
-        self.active_mut().seal()
+        self.active_mut().seal()?;
+        self.write_producer_snapshot();
+        Ok(())
     }
 
     fn check(&self) {
@@ -339,8 +373,19 @@ impl PartitionLog {
             }
             expected = Some(seg.next_offset());
         }
+        self.producers.validate();
+        for (pid, e) in self.producers.iter() {
+            assert!(
+                e.batches
+                    .iter()
+                    .all(|b| b.last_offset < self.log_end_offset),
+                "{self:?}: producer {pid} has batches past the log end"
+            );
+        }
     }
 }
 
+#[cfg(test)]
+mod producer_tests;
 #[cfg(test)]
 mod tests;

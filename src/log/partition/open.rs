@@ -1,6 +1,6 @@
 //! Opening a partition directory: finding its segments, sweeping what interrupted writes
-//! and deletions left behind, recovering the active segment and reading the log start
-//! checkpoint.
+//! and deletions left behind, recovering the active segment, reading the log start
+//! checkpoint and rebuilding the producer state.
 //!
 //! Invariant on return: the segments are contiguous (anything else is reported as a
 //! corrupt segment, not repaired), the log start lies within them, and no sealed segment
@@ -111,8 +111,10 @@ impl PartitionLog {
             segments,
             log_start_offset,
             log_end_offset,
+            producers: Default::default(),
         };
         log.delete_segments_below_start()?;
+        log.load_producer_state(wall_clock_ms())?;
         log.check();
         Ok(log)
     }

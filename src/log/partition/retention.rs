@@ -63,6 +63,7 @@ impl PartitionLog {
                 first_error.get_or_insert(e);
             }
         }
+        self.delete_snapshots_of_deleted_segments();
         match first_error {
             Some(e) => Err(e),
             None => self.sync_dir(),

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::batch::{BatchHeader, BatchIter, HEADER_LEN};
+use super::scan::scan;
 use super::LogError;
 use indexer::Indexes;
 
@@ -286,6 +287,41 @@ impl Segment {
             h.last_offset() >= min_offset && h.max_timestamp >= ts
         })?;
         Ok(found.map(|(h, _)| (h.base_offset.max(min_offset), h.max_timestamp)))
+    }
+
+    /// Calls `visit` with the header of every batch that ends at or after `from_offset`, in
+    /// order: how producer state is rebuilt from the log. Reads headers only (records may be
+    /// compressed and are never looked at), one positioned read per batch.
+    pub fn visit_headers_from(
+        &self,
+        from_offset: i64,
+        mut visit: impl FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        if from_offset >= self.next_offset {
+            return Ok(());
+        }
+        let from = self
+            .indexes
+            .offset
+            .lookup(self.relative_or_zero(from_offset));
+        let Some((first, pos)) =
+            self.find_batch(u64::from(from), |h| h.last_offset() >= from_offset)?
+        else {
+            return Ok(());
+        };
+        let end = scan(
+            &self.log,
+            pos,
+            self.size_bytes,
+            first.base_offset,
+            false,
+            |h, _| visit(h),
+        )
+        .map_err(self.io_err("scan"))?;
+        match end.stopped {
+            None => Ok(()),
+            Some(why) => Err(self.corrupt(why)),
+        }
     }
 
     /// Makes appended data durable.
