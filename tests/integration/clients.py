@@ -95,7 +95,7 @@ def producer(bootstrap: str, **overrides) -> Producer:
     conf = {
         "bootstrap.servers": bootstrap,
         "acks": "all",
-        # The broker has no InitProducerId yet; librdkafka would fail fatally without it.
+        # librdkafka's default; test_idempotence.py covers the idempotent producer.
         "enable.idempotence": False,
         "linger.ms": 5,
         "message.timeout.ms": 30000,
@@ -217,8 +217,8 @@ def watermarks(bootstrap: str, topic: str, partition: int) -> tuple[int, int]:
 def kp_producer(bootstrap: str, **overrides):
     from kafka import KafkaProducer
     conf = dict(bootstrap_servers=bootstrap, acks="all",
-                # kafka-python 3 turns idempotence on by default; the broker has no
-                # InitProducerId yet.
+                # kafka-python 3 turns idempotence on by default; these helpers test the
+                # plain path (test_idempotence.py covers the default configuration).
                 enable_idempotence=False, linger_ms=5, request_timeout_ms=30000)
     conf.update(overrides)
     return KafkaProducer(**conf)

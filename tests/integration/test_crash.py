@@ -1,7 +1,7 @@
 """SIGKILL while producing: every acknowledged record survives, exactly once, where the ack said.
 
-The producer runs without retries (the broker has no idempotent producer yet, and a retried
-batch whose first attempt was written would legitimately appear twice). So each record is sent
+The producer here is not idempotent and runs without retries (a retried batch whose first
+attempt was written would legitimately appear twice; test_idempotence.py covers retries). So each record is sent
 at most once, and after recovery:
   - every acknowledged record is at the partition and offset its ack reported;
   - no record appears twice, acknowledged or not;
