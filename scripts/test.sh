@@ -50,13 +50,16 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' >/dev/nul
 fi
 
 # ---- Rust -------------------------------------------------------------------------------------
+# `cargo test` links target/debug/strata only when a tests/*.rs target needs it, and a plain
+# `cargo build` afterwards would rebuild dependencies with different features (it leaves out
+# dev-dependencies). Building exactly the targets `cargo test` builds, plus the binaries,
+# resolves features the same way: the binary comes out of the same build, and `cargo test`
+# then compiles nothing more.
+step "cargo build --workspace --lib --bins --tests --examples"
+cargo build --workspace --lib --bins --tests --examples
+
 step "cargo test --workspace"
 cargo test --workspace
-
-# `cargo test` links target/debug/strata only when a tests/*.rs target needs it. This uses the
-# same dev profile and the artifacts `cargo test` just built, so it adds a link at most.
-step "cargo build --workspace --bins"
-cargo build --workspace --bins
 
 # ---- integration ------------------------------------------------------------------------------
 export STRATA_BIN="${STRATA_BIN:-$CARGO_TARGET_DIR/debug/strata}"
