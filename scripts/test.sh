@@ -37,15 +37,19 @@ python="${PYTHON:-}"
 if [ -z "$python" ]; then
   if command -v python3.11 >/dev/null 2>&1; then python=python3.11; else python=python3; fi
 fi
+# The Python clients for the integration suite, and moto (the S3-API server process that the
+# tiering crate's object-store conformance tests start).
 requirements="$root/tests/integration/requirements.txt"
+tiering_requirements="$root/tiering/tests/requirements.txt"
 stamp="$venv/.requirements.sha256"
-want="$(sha256sum "$requirements" | cut -d' ' -f1) $("$python" -c 'import sys; print(sys.version)')"
+want="$(cat "$requirements" "$tiering_requirements" | sha256sum | cut -d' ' -f1) $("$python" -c 'import sys; print(sys.version)')"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1 \
     || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   step "creating $venv"
   rm -rf "$venv"
   "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$requirements" -r "$tiering_requirements"
   printf '%s' "$want" >"$stamp"
 fi
 
@@ -59,7 +63,8 @@ step "cargo build --workspace --lib --bins --tests --examples"
 cargo build --workspace --lib --bins --tests --examples
 
 step "cargo test --workspace"
-cargo test --workspace
+# The tiering tests find moto in the test virtualenv.
+STRATA_VENV="$venv" cargo test --workspace
 
 # ---- integration ------------------------------------------------------------------------------
 export STRATA_BIN="${STRATA_BIN:-$CARGO_TARGET_DIR/debug/strata}"
