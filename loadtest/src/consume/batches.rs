@@ -1,0 +1,167 @@
+//! Reading the `records` of a Fetch response without decompressing anything: find the complete
+//! record batches (a broker may cut the last one short at the size limit), and take each batch's
+//! record count and offsets from its header via `RecordBatchDecoder::decode_batch_info`.
+//!
+//! Only the 12-byte frame in front of every batch (base offset, length) and the last-offset
+//! delta are read here directly; they locate batches, the codec reads them.
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use kafka_protocol::records::RecordBatchDecoder;
+
+/// Base offset (8) + batch length (4): what precedes every batch's counted length.
+const FRAME: usize = 12;
+/// Where the magic byte sits: base offset, length, partition leader epoch.
+const MAGIC_AT: usize = 16;
+/// Where lastOffsetDelta sits: ... magic (1), crc (4), attributes (2).
+const LAST_OFFSET_DELTA_AT: usize = 23;
+/// The fixed part of a v2 batch header.
+const HEADER: usize = 61;
+
+/// One complete batch as fetched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// The whole batch, frame included (what `RecordBatchDecoder::decode` takes).
+    pub data: Bytes,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// Records in the batch (0 for control batches, which carry no user records).
+    pub records: u32,
+}
+
+/// The complete batches at the front of `records`; a truncated tail is left for the next fetch.
+pub fn complete_batches(records: &Bytes) -> Result<Vec<Batch>> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while records.len() - at >= FRAME {
+        let b = &records[at..];
+        let len = i32::from_be_bytes(b[8..12].try_into().expect("4 bytes"));
+        if len < (HEADER - FRAME) as i32 {
+            bail!("record batch at byte {at} declares {len} bytes, less than a batch header");
+        }
+        let total = FRAME + len as usize;
+        if b.len() < total {
+            break; // cut short by the broker's size limit
+        }
+        if b[MAGIC_AT] != 2 {
+            bail!(
+                "record batch at byte {at} has magic {}; only v2 batches are supported",
+                b[MAGIC_AT]
+            );
+        }
+        let data = records.slice(at..at + total);
+        let info = RecordBatchDecoder::decode_batch_info(&mut data.clone())
+            .with_context(|| format!("record batch at byte {at}"))?;
+        let info = info.first().context("empty batch info")?;
+        let delta = i32::from_be_bytes(
+            b[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        if info.record_count < 0 || delta < 0 {
+            bail!(
+                "record batch at offset {} has a negative count or delta",
+                info.min_offset
+            );
+        }
+        out.push(Batch {
+            data,
+            base_offset: info.min_offset,
+            last_offset: info.min_offset + i64::from(delta),
+            records: if info.control {
+                0
+            } else {
+                info.record_count as u32
+            },
+        });
+        at += total;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    pub(crate) fn batch(base: i64, n: usize, compression: Compression) -> Bytes {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: base + i as i64,
+                sequence: i as i32 - 1,
+                timestamp: 1_700_000_000_000,
+                key: None,
+                value: Some(Bytes::from(vec![b'x'; 100])),
+                headers: IndexMap::new(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression,
+        };
+        RecordBatchEncoder::encode(&mut buf, records.iter(), &options).unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn counts_records_from_headers_of_compressed_and_plain_batches() {
+        let mut all = BytesMut::new();
+        all.extend_from_slice(&batch(0, 10, Compression::None));
+        all.extend_from_slice(&batch(10, 250, Compression::Lz4));
+        all.extend_from_slice(&batch(260, 1, Compression::Zstd));
+        let got = complete_batches(&all.freeze()).unwrap();
+        let summary: Vec<(i64, i64, u32)> = got
+            .iter()
+            .map(|b| (b.base_offset, b.last_offset, b.records))
+            .collect();
+        assert_eq!(summary, vec![(0, 9, 10), (10, 259, 250), (260, 260, 1)]);
+    }
+
+    #[test]
+    fn leaves_a_truncated_tail_for_the_next_fetch() {
+        let one = batch(0, 5, Compression::None);
+        let two = batch(5, 5, Compression::None);
+        let mut all = BytesMut::new();
+        all.extend_from_slice(&one);
+        all.extend_from_slice(&two[..two.len() - 7]);
+        let got = complete_batches(&all.freeze()).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].data, one);
+        // Fewer bytes than a frame: nothing, no error.
+        assert!(complete_batches(&Bytes::from_static(&[0; 11]))
+            .unwrap()
+            .is_empty());
+        assert!(complete_batches(&Bytes::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn refuses_corrupt_batches() {
+        let mut bad = BytesMut::from(&batch(0, 3, Compression::None)[..]);
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        assert!(complete_batches(&bad.freeze()).is_err(), "crc mismatch");
+
+        let mut old = BytesMut::from(&batch(0, 3, Compression::None)[..]);
+        old[MAGIC_AT] = 1;
+        assert!(complete_batches(&old.freeze()).is_err(), "magic 1");
+
+        let mut short = BytesMut::from(&batch(0, 3, Compression::None)[..]);
+        short[8..12].copy_from_slice(&10i32.to_be_bytes());
+        assert!(
+            complete_batches(&short.freeze()).is_err(),
+            "length below header"
+        );
+    }
+}
