@@ -571,7 +571,8 @@ impl Coordinator {
             match st.groups.get(group_id) {
                 None if consumer_group => {}
                 None if !has_offsets => return Err(GroupError::GroupIdNotFound.into()),
-                Some(g) if !g.is_empty() => return Err(GroupError::NonEmptyGroup.into()),
+                // The state machine decides what may be deleted (Empty only).
+                Some(g) => g.validate_delete()?,
                 _ => {}
             }
             if let Some(mut g) = st.groups.remove(group_id) {
