@@ -21,6 +21,8 @@ pub struct Broker {
     pub coordinator: Arc<Coordinator>,
     /// Hands out ids to idempotent producers (InitProducerId).
     pub producer_ids: ProducerIds,
+    /// The object store tier: uploads, remote reads, their cache.
+    pub tiering: Arc<crate::tier::Tiering>,
     /// Held for the broker's lifetime so two brokers never share a data dir.
     _dir_lock: File,
 }
@@ -84,7 +86,16 @@ impl Broker {
                 )),
         );
         let producer_ids = ProducerIds::new(metadata.clone(), config.node_id);
+        let tiering = crate::tier::Tiering::open(&config)
+            .await
+            .context("opening tiered storage")?;
+        tokio::spawn(
+            tiering
+                .clone()
+                .run(config.clone(), metadata.clone(), logs.clone()),
+        );
         Ok(Arc::new(Self {
+            tiering,
             coordinator,
             producer_ids,
             node_id: config.node_id,
@@ -104,6 +115,7 @@ impl Broker {
 
     pub async fn shutdown(&self) {
         tokio::task::block_in_place(|| self.logs.close());
+        self.tiering.close().await;
         self.metadata.shutdown().await;
     }
 }

@@ -3,7 +3,7 @@
 //! The path of a record: `server` (framing, connections) -> `api` (one module per Kafka API
 //! family) -> `storage` (hosted partitions, group commit) -> `log` (segments and indexes on
 //! disk). Topics and their configs live in `cluster` (Raft metadata); `config` declares every
-//! setting.
+//! setting. `tier` archives sealed segments to an object store and serves them back.
 
 pub mod api;
 pub mod broker;
@@ -13,6 +13,7 @@ pub mod coordinator;
 pub mod log;
 pub mod server;
 pub mod storage;
+pub mod tier;
 
 /// Wall-clock milliseconds since the Unix epoch (Kafka timestamps).
 pub fn now_ms() -> i64 {

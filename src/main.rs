@@ -1,4 +1,5 @@
-//! The `strata` command line: `strata serve` (the default) runs a broker.
+//! The `strata` command line: `strata serve` (the default) runs a broker; `strata tier ...`
+//! inspects tiered storage.
 
 use std::path::PathBuf;
 
@@ -25,6 +26,94 @@ struct Cli {
 enum Command {
     /// Run a broker (the default when no command is given).
     Serve(ServeArgs),
+    /// Tiered storage: upload state, sizes per tier, and SQL over the Parquet archive.
+    #[command(subcommand)]
+    Tier(TierCommand),
+}
+
+#[derive(Subcommand)]
+enum TierCommand {
+    /// Per-partition offsets and sizes in each tier, upload lag and errors, cache and remote
+    /// read figures, as last written by the running broker (every tiering.upload_interval_ms).
+    Status {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print SQL that queries a topic's archive in place (one row per record).
+    Sql {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        /// duckdb or spark.
+        #[arg(long, default_value = "duckdb")]
+        engine: String,
+    },
+}
+
+/// Which broker to inspect: its config file and/or data dir.
+#[derive(clap::Args)]
+struct BrokerArgs {
+    /// The broker's TOML config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The broker's data dir (overrides `data_dir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl BrokerArgs {
+    fn load(&self) -> anyhow::Result<BrokerConfig> {
+        let overrides = Overrides {
+            data_dir: self.data_dir.clone(),
+            ..Default::default()
+        };
+        Ok(BrokerConfig::load(
+            self.config.as_deref(),
+            std::env::vars(),
+            &overrides,
+        )?)
+    }
+}
+
+fn tier(command: TierCommand) -> anyhow::Result<()> {
+    use strata::tier::status;
+    match command {
+        TierCommand::Status { broker, json } => {
+            let config = broker.load()?;
+            let path = status::path(&config.data_dir);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "cannot read {}: is a broker running with this data dir? It writes the file every tiering.upload_interval_ms",
+                    path.display()
+                )
+            })?;
+            if json {
+                println!("{text}");
+            } else {
+                let parsed: status::TierStatus = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a tier status file", path.display()))?;
+                print!("{}", status::render(&parsed, strata::now_ms()));
+            }
+        }
+        TierCommand::Sql {
+            broker,
+            topic,
+            engine,
+        } => {
+            let config = broker.load()?;
+            let url = config.tiering.store_url(&config.data_dir);
+            println!(
+                "{}",
+                status::sql(&url, &topic, &engine).map_err(|e| anyhow::anyhow!(e))?
+            );
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args, Default)]
@@ -64,6 +153,7 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Tier(command)) => return tier(command),
         None => ServeArgs::default(),
     };
     let overrides = Overrides {

@@ -18,6 +18,7 @@ use kafka_protocol::messages::{
 use super::error::ServeError;
 use super::{str_bytes, ApiError, Ctx, Reply};
 use crate::broker::Broker;
+use crate::log::LogError;
 
 /// Every partition has had one leader, this broker, since creation.
 const LEADER_EPOCH: i32 = 0;
@@ -49,10 +50,7 @@ pub async fn delete_records(
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let outcome = match broker.logs.partition(&t.name.0, p.partition_index) {
-                Some(partition) => {
-                    tokio::task::block_in_place(|| partition.delete_records(p.offset))
-                        .map_err(ServeError::from)
-                }
+                Some(partition) => delete_partition_records(broker, &partition, p.offset).await,
                 None => Err(ServeError::UnknownTopicOrPartition(format!(
                     "{}-{}",
                     &*t.name.0, p.partition_index
@@ -74,6 +72,46 @@ pub async fn delete_records(
         );
     }
     ctx.reply(&DeleteRecordsResponse::default().with_topics(topics))
+}
+
+/// DeleteRecords of one partition: moves the log start to `offset` (-1 = high watermark) in
+/// both tiers. Returns the new log start (low watermark).
+async fn delete_partition_records(
+    broker: &Arc<Broker>,
+    partition: &crate::storage::Partition,
+    offset: i64,
+) -> Result<i64, ServeError> {
+    let image = broker.metadata.image();
+    let topic_id = image.topic(partition.topic()).map(|m| m.id);
+    let remote = topic_id.and_then(|id| image.remote_log(&id, partition.index()));
+    let Some((topic_id, remote)) = topic_id.zip(remote.filter(|r| r.start_offset().is_some()))
+    else {
+        return tokio::task::block_in_place(|| partition.delete_records(offset))
+            .map_err(ServeError::from);
+    };
+    let o = partition.offsets();
+    let start = crate::tier::log_start(Some(remote), o.log_start);
+    let target = if offset == -1 {
+        o.high_watermark
+    } else {
+        offset
+    };
+    if target < start || target > o.high_watermark {
+        return Err(LogError::OffsetOutOfRange {
+            offset: target,
+            log_start: start,
+            log_end: o.high_watermark,
+        }
+        .into());
+    }
+    if target > o.log_start {
+        tokio::task::block_in_place(|| partition.delete_records(target))?;
+    }
+    broker
+        .tiering
+        .trim(&broker.metadata, topic_id, partition, target)
+        .await?;
+    Ok(target)
 }
 
 pub fn offset_for_leader_epoch(

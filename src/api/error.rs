@@ -47,6 +47,12 @@ pub enum ServeError {
     /// No producer id block could be reserved through the metadata quorum.
     #[error("cannot reserve producer ids: {0}")]
     ProducerIdsUnavailable(#[source] ClusterError),
+    /// The object store tier failed this partition (a missing or corrupt archived object).
+    #[error(transparent)]
+    Tier(#[from] crate::tier::TierError),
+    /// The data dir is below `log_dir_min_free_bytes`.
+    #[error("the broker's disk is nearly full; writes are refused until space is freed")]
+    DiskLow,
 }
 
 /// Maps an error to the Kafka code clients act on.
@@ -78,9 +84,9 @@ pub fn error_code(e: &ServeError) -> ResponseError {
             ClusterError::Rejected(MetadataError::InvalidPartitionCount { .. }) => {
                 ResponseError::InvalidPartitions
             }
-            ClusterError::Rejected(MetadataError::ProducerIdsExhausted { .. }) => {
-                ResponseError::UnknownServerError
-            }
+            ClusterError::Rejected(
+                MetadataError::ProducerIdsExhausted { .. } | MetadataError::Manifest(_),
+            ) => ResponseError::UnknownServerError,
             ClusterError::NoLeader(_) => ResponseError::NotController,
             ClusterError::Storage(_) | ClusterError::Raft(_) => ResponseError::UnknownServerError,
         },
@@ -92,7 +98,9 @@ pub fn error_code(e: &ServeError) -> ResponseError {
         ServeError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         ServeError::InvalidRequest(_) => ResponseError::InvalidRequest,
         ServeError::InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
-        ServeError::Flush(_) => ResponseError::KafkaStorageError,
+        ServeError::Flush(_) | ServeError::Tier(_) | ServeError::DiskLow => {
+            ResponseError::KafkaStorageError
+        }
         ServeError::UnsupportedResource(_) => ResponseError::InvalidRequest,
         ServeError::CoordinatorUnavailable(_) => ResponseError::CoordinatorNotAvailable,
         // What Kafka answers from a broker that is not the transaction's coordinator; see

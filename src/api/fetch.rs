@@ -2,6 +2,13 @@
 //! `max_bytes` (at least one whole batch, KIP-74), `partition_max_bytes`, and long-polling
 //! with `min_bytes`/`max_wait_ms`. Fetch sessions (KIP-227) are declined (session id 0),
 //! so every fetch is a full fetch.
+//!
+//! Offsets of a tiered partition below its local log start are read from the object store
+//! (`crate::tier`), concurrently, after the local partitions of the request are read. A
+//! remote read that has not finished by the fetch's wait (at least
+//! `tiering.remote_fetch_max_wait_ms`) leaves its partition empty in this response and goes on
+//! filling the cache, so the client's next fetch finds it; it never holds up the local
+//! partitions longer than that.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +22,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use super::error::ServeError;
 use super::{ApiError, Ctx, Reply};
 use crate::broker::Broker;
+use crate::log::LogError;
 
 /// Longest long-poll the broker will hold a fetch, whatever the client asks.
 const MAX_WAIT_CAP_MS: i32 = 30_000;
@@ -36,7 +44,13 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> Resul
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         changes.borrow_and_update();
-        let (responses, bytes, errors) = read_all(broker, ctx, &req, replica);
+        let (mut responses, bytes, errors, remote) = read_all(broker, ctx, &req, replica);
+        if !remote.is_empty() {
+            let remote_wait = Duration::from_millis(broker.config.tiering.remote_fetch_max_wait_ms);
+            let remote_deadline = deadline.max(tokio::time::Instant::now() + remote_wait);
+            read_remote(broker, &mut responses, remote, remote_deadline).await;
+            return ctx.reply(&FetchResponse::default().with_responses(responses));
+        }
         let done = bytes >= req.min_bytes.max(0) as usize
             || errors
             || tokio::time::Instant::now() >= deadline;
@@ -48,29 +62,76 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> Resul
             .await
             .is_err()
         {
-            let (responses, _, _) = read_all(broker, ctx, &req, replica);
+            let (responses, _, _, _) = read_all(broker, ctx, &req, replica);
             return ctx.reply(&FetchResponse::default().with_responses(responses));
         }
     }
 }
 
-/// One pass over every requested partition: (responses, record bytes, any error).
+/// A partition of the request to be read from the object store.
+struct RemoteRead {
+    topic: usize,
+    partition: usize,
+    segment: tiering::RemoteSegment,
+    next: Option<tiering::RemoteSegment>,
+    offset: i64,
+    max_bytes: usize,
+}
+
+/// Runs the remote reads concurrently and fills their partitions' records; a read still
+/// running at `deadline` is left to finish into the cache.
+async fn read_remote(
+    broker: &Arc<Broker>,
+    responses: &mut [FetchableTopicResponse],
+    reads: Vec<RemoteRead>,
+    deadline: tokio::time::Instant,
+) {
+    let tasks: Vec<_> = reads
+        .into_iter()
+        .map(|r| {
+            let tiering = broker.tiering.clone();
+            let task = tokio::spawn(async move {
+                tiering
+                    .read(&r.segment, r.next.as_ref(), r.offset, r.max_bytes)
+                    .await
+            });
+            (r.topic, r.partition, task)
+        })
+        .collect();
+    for (t, p, task) in tasks {
+        let data = &mut responses[t].partitions[p];
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(Ok(records))) => data.records = Some(records),
+            Ok(Ok(Err(e))) => data.error_code = ServeError::from(e).code(),
+            Ok(Err(join)) => {
+                tracing::error!(error = %join, "remote read task failed");
+                data.error_code = ResponseError::KafkaStorageError.code();
+            }
+            // Still reading: an empty answer now, the cache later.
+            Err(_) => {}
+        }
+    }
+}
+
+/// One pass over every requested partition: (responses, record bytes, any error, reads to
+/// do from the object store).
 fn read_all(
     broker: &Broker,
     ctx: &Ctx,
     req: &FetchRequest,
     replica: i32,
-) -> (Vec<FetchableTopicResponse>, usize, bool) {
+) -> (Vec<FetchableTopicResponse>, usize, bool, Vec<RemoteRead>) {
+    let mut remote_reads = Vec::new();
     let mut remaining = req.max_bytes.max(0) as usize;
     let mut total = 0usize;
     let mut any_error = false;
     let image = broker.metadata.image();
     let mut out = Vec::with_capacity(req.topics.len());
-    for t in &req.topics {
+    for (ti, t) in req.topics.iter().enumerate() {
         let name = topic_name(ctx, &image, t);
         let hosted = name.as_ref().and_then(|n| broker.logs.topic(n));
         let mut partitions = Vec::with_capacity(t.partitions.len());
-        for p in &t.partitions {
+        for (pi, p) in t.partitions.iter().enumerate() {
             let mut data = PartitionData::default()
                 .with_partition_index(p.partition)
                 .with_high_watermark(-1)
@@ -87,38 +148,72 @@ fn read_all(
                     .get(usize::try_from(p.partition).ok()?)
                     .cloned()
             });
-            let result = if replica >= 0 {
-                Err(ServeError::InvalidRequest(format!(
-                    "replica id {replica}: only brokers may fetch as replicas"
-                )))
-            } else if let Some(partition) = partition {
-                // The first partition with data may exceed max_bytes by one batch (KIP-74).
-                let limit = (p.partition_max_bytes.max(0) as usize)
-                    .min(remaining.max(if total == 0 { 1 } else { 0 }));
-                if limit == 0 {
-                    Ok((Bytes::new(), partition.offsets()))
+            let remote = hosted
+                .as_ref()
+                .and_then(|h| image.remote_log(&h.id, p.partition));
+            let mut limit = 0;
+            let result =
+                if replica >= 0 {
+                    Err(ServeError::InvalidRequest(format!(
+                        "replica id {replica}: only brokers may fetch as replicas"
+                    )))
+                } else if let Some(partition) = &partition {
+                    // The first partition with data may exceed max_bytes by one batch (KIP-74).
+                    limit = (p.partition_max_bytes.max(0) as usize)
+                        .min(remaining.max(if total == 0 { 1 } else { 0 }));
+                    if limit == 0 {
+                        Ok((Bytes::new(), partition.offsets()))
+                    } else {
+                        partition
+                            .read(p.fetch_offset, limit)
+                            .map_err(ServeError::from)
+                    }
+                } else if name.is_none() {
+                    Err(ServeError::UnknownTopicId(t.topic_id.to_string()))
                 } else {
-                    partition
-                        .read(p.fetch_offset, limit)
-                        .map_err(ServeError::from)
+                    Err(ServeError::UnknownTopicOrPartition(format!(
+                        "{}-{}",
+                        name.clone().unwrap_or_default(),
+                        p.partition
+                    )))
+                };
+            // Below the local log start of a tiered partition: read from the object store.
+            let archived = match (&result, remote) {
+                (Err(ServeError::Log(LogError::OffsetOutOfRange { .. })), Some(r)) if limit > 0 => {
+                    crate::tier::locate(r, p.fetch_offset)
                 }
-            } else if name.is_none() {
-                Err(ServeError::UnknownTopicId(t.topic_id.to_string()))
-            } else {
-                Err(ServeError::UnknownTopicOrPartition(format!(
-                    "{}-{}",
-                    name.clone().unwrap_or_default(),
-                    p.partition
-                )))
+                _ => None,
             };
             match result {
+                _ if archived.is_some() => {
+                    let (segment, next) = archived.expect("checked");
+                    let o = partition.as_ref().map(|p| p.offsets());
+                    let hw = o.map_or(-1, |o| o.high_watermark);
+                    remaining = remaining.saturating_sub(limit);
+                    total += 1;
+                    data = data
+                        .with_high_watermark(hw)
+                        .with_last_stable_offset(hw)
+                        .with_log_start_offset(crate::tier::log_start(
+                            remote,
+                            o.map_or(0, |o| o.log_start),
+                        ));
+                    remote_reads.push(RemoteRead {
+                        topic: ti,
+                        partition: pi,
+                        segment,
+                        next,
+                        offset: p.fetch_offset,
+                        max_bytes: limit,
+                    });
+                }
                 Ok((bytes, offsets)) => {
                     total += bytes.len();
                     remaining = remaining.saturating_sub(bytes.len());
                     data = data
                         .with_high_watermark(offsets.high_watermark)
                         .with_last_stable_offset(offsets.high_watermark)
-                        .with_log_start_offset(offsets.log_start)
+                        .with_log_start_offset(crate::tier::log_start(remote, offsets.log_start))
                         .with_records(Some(bytes));
                 }
                 Err(e) => {
@@ -131,7 +226,7 @@ fn read_all(
                         data = data
                             .with_high_watermark(o.high_watermark)
                             .with_last_stable_offset(o.high_watermark)
-                            .with_log_start_offset(o.log_start);
+                            .with_log_start_offset(crate::tier::log_start(remote, o.log_start));
                     }
                     data = data.with_error_code(e.code());
                 }
@@ -146,7 +241,7 @@ fn read_all(
         }
         out.push(resp);
     }
-    (out, total, any_error)
+    (out, total, any_error, remote_reads)
 }
 
 fn topic_name(ctx: &Ctx, image: &crate::cluster::MetadataImage, t: &FetchTopic) -> Option<String> {

@@ -1,5 +1,6 @@
-//! ListOffsets: latest (= high watermark), earliest (= log start), max timestamp, and the first
-//! offset at or after a timestamp.
+//! ListOffsets: latest (= high watermark), earliest (= log start, remote tier included),
+//! earliest local (KIP-405), max timestamp, and the first offset at or after a timestamp,
+//! looked up in the remote tier first for tiered partitions (it holds the older records).
 
 use std::sync::Arc;
 
@@ -36,7 +37,7 @@ pub async fn handle(
                 r = r.with_leader_epoch(0);
             }
             let outcome = match broker.logs.partition(&t.name.0, p.partition_index) {
-                Some(partition) => lookup(&partition, p.timestamp),
+                Some(partition) => lookup(broker, &partition, p.timestamp).await,
                 None => Err(ServeError::UnknownTopicOrPartition(format!(
                     "{}-{}",
                     &*t.name.0, p.partition_index
@@ -59,16 +60,52 @@ pub async fn handle(
 }
 
 /// (offset, timestamp) for one ListOffsets query; `None` when no record matches.
-fn lookup(p: &Partition, timestamp: i64) -> Result<Option<(i64, i64)>, ServeError> {
+async fn lookup(
+    broker: &Arc<Broker>,
+    p: &Partition,
+    timestamp: i64,
+) -> Result<Option<(i64, i64)>, ServeError> {
     let o = p.offsets();
+    let image = broker.metadata.image();
+    let remote = image
+        .topic(p.topic())
+        .and_then(|m| image.remote_log(&m.id, p.index()))
+        .filter(|r| r.start_offset().is_some_and(|s| s < o.log_start));
+    let start = crate::tier::log_start(remote, o.log_start);
     Ok(match timestamp {
         LATEST => Some((o.high_watermark, -1)),
-        EARLIEST | EARLIEST_LOCAL => Some((o.log_start, -1)),
-        MAX_TIMESTAMP => p.max_timestamp()?,
-        // A batch may straddle the log start after DeleteRecords; never answer below it.
-        ts if ts >= 0 => p
-            .offset_for_timestamp(ts)?
-            .map(|(off, ts)| (off.max(o.log_start), ts)),
+        EARLIEST => Some((start, -1)),
+        EARLIEST_LOCAL => Some((o.log_start, -1)),
+        MAX_TIMESTAMP => {
+            let local = p.max_timestamp()?;
+            let archived = match remote {
+                Some(r) => broker.tiering.max_timestamp(r, start).await?,
+                None => None,
+            };
+            // The first record with the largest timestamp: remote records come first.
+            match (archived, local) {
+                (Some(a), Some(l)) if l.1 > a.1 => Some(l),
+                (Some(a), _) => Some(a),
+                (None, l) => l,
+            }
+        }
+        ts if ts >= 0 => {
+            let archived = match remote {
+                Some(r) => broker
+                    .tiering
+                    .offset_for_timestamp(r, ts, start)
+                    .await?
+                    .filter(|(off, _)| *off < o.log_start),
+                None => None,
+            };
+            match archived {
+                Some(found) => Some(found),
+                // A batch may straddle the log start after DeleteRecords; never answer below it.
+                None => p
+                    .offset_for_timestamp(ts)?
+                    .map(|(off, ts)| (off.max(o.log_start), ts)),
+            }
+        }
         other => {
             return Err(ServeError::InvalidRequest(format!(
                 "unknown ListOffsets timestamp {other}"

@@ -51,6 +51,8 @@ pub async fn handle(
                     "Cannot append to internal topic {}",
                     &*t.name.0
                 )))
+            } else if broker.tiering.disk_low() && partition.is_some() {
+                Err(ServeError::DiskLow)
             } else if let Some(p) = partition {
                 let records = pd.records.unwrap_or_default();
                 match p.append(&records, now) {

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use tiering::RemoteManifest;
+
 use super::types::{Applied, MetadataCommand, MetadataError};
 
 /// One topic as agreed by the quorum.
@@ -17,6 +19,26 @@ pub struct TopicMeta {
     pub configs: BTreeMap<String, String>,
 }
 
+/// A partition's archived data: the manifest of its objects in the object store, and the
+/// lowest offset readers may see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteLog {
+    pub manifest: RemoteManifest,
+    /// Offsets below this are gone (retention, DeleteRecords), even where an object that is
+    /// still listed holds some of them.
+    pub log_start: i64,
+}
+
+impl RemoteLog {
+    /// The first offset a reader may get from the remote tier, if it holds any.
+    pub fn start_offset(&self) -> Option<i64> {
+        self.manifest
+            .start_offset()
+            .map(|s| s.max(self.log_start))
+            .filter(|s| self.manifest.end_offset().is_some_and(|end| *s < end))
+    }
+}
+
 /// Every topic, by name and by id, and the producer id counter.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetadataImage {
@@ -25,6 +47,9 @@ pub struct MetadataImage {
     /// handed to some broker. Absent from snapshots written before producer ids existed.
     #[serde(default)]
     pub next_producer_id: i64,
+    /// Archived data of tiered partitions, by topic id then partition.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub remote: BTreeMap<Uuid, BTreeMap<i32, RemoteLog>>,
     #[serde(skip)]
     ids: HashMap<Uuid, String>,
 }
@@ -36,6 +61,10 @@ impl MetadataImage {
 
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicMeta> {
         self.ids.get(id).and_then(|n| self.topics.get(n))
+    }
+
+    pub fn remote_log(&self, topic_id: &Uuid, partition: i32) -> Option<&RemoteLog> {
+        self.remote.get(topic_id)?.get(&partition)
     }
 
     /// Rebuilds derived indexes after deserialisation.
@@ -63,6 +92,7 @@ impl MetadataImage {
                     .remove(name)
                     .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
                 self.ids.remove(&meta.id);
+                self.remote.remove(&meta.id);
             }
             MetadataCommand::CreatePartitions { name, count } => {
                 let meta = self
@@ -102,6 +132,63 @@ impl MetadataImage {
                     first,
                     count: *block_size,
                 });
+            }
+            MetadataCommand::CommitRemoteSegment {
+                topic_id,
+                segment,
+                log_start,
+            } => {
+                let meta = self.topic_by_id(topic_id).ok_or_else(|| {
+                    MetadataError::UnknownTopic(format!("{} (id {topic_id})", segment.topic))
+                })?;
+                if meta.name != segment.topic || segment.partition >= meta.partitions {
+                    return Err(MetadataError::UnknownTopic(format!(
+                        "{}-{}",
+                        segment.topic, segment.partition
+                    )));
+                }
+                let log = self
+                    .remote
+                    .entry(*topic_id)
+                    .or_default()
+                    .entry(segment.partition)
+                    .or_insert_with(|| RemoteLog {
+                        manifest: RemoteManifest::new(segment.topic.clone(), segment.partition),
+                        log_start: *log_start,
+                    });
+                // A retried commit whose first attempt was applied.
+                if log.manifest.segments.last() == Some(segment) {
+                    return Ok(Applied::Done);
+                }
+                if log.manifest.segments.is_empty() {
+                    log.log_start = log.log_start.max(*log_start);
+                }
+                log.manifest
+                    .push(segment.clone())
+                    .map_err(|e| MetadataError::Manifest(e.to_string()))?;
+            }
+            MetadataCommand::TrimRemoteLog {
+                topic_id,
+                partition,
+                log_start,
+            } => {
+                let Some(log) = self
+                    .remote
+                    .get_mut(topic_id)
+                    .and_then(|p| p.get_mut(partition))
+                else {
+                    return Err(MetadataError::UnknownTopic(format!(
+                        "no remote log for partition {partition} of topic id {topic_id}"
+                    )));
+                };
+                let gone = log
+                    .manifest
+                    .segments
+                    .iter()
+                    .take_while(|s| s.last_offset < *log_start)
+                    .count();
+                log.manifest.remove_oldest(gone);
+                log.log_start = log.log_start.max(*log_start);
             }
         }
         Ok(Applied::Done)

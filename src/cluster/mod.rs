@@ -16,7 +16,7 @@ mod state_machine;
 mod store;
 mod types;
 
-pub use image::{MetadataImage, TopicMeta};
+pub use image::{MetadataImage, RemoteLog, TopicMeta};
 pub use producer_ids::ProducerIds;
 pub use types::{Applied, MetadataCommand, MetadataError};
 

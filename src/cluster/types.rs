@@ -43,6 +43,21 @@ pub enum MetadataCommand {
         broker_id: i32,
         block_size: i64,
     },
+    /// Adds an uploaded object to a partition's remote manifest. Proposed only after the
+    /// object is durable in the store; refused unless it directly follows the manifest's last
+    /// segment. `log_start` seeds the remote log start of a partition's first segment.
+    CommitRemoteSegment {
+        topic_id: uuid::Uuid,
+        segment: tiering::RemoteSegment,
+        log_start: i64,
+    },
+    /// Raises a partition's remote log start and drops the segments wholly below it
+    /// (retention, DeleteRecords). Their objects are deleted after this is applied.
+    TrimRemoteLog {
+        topic_id: uuid::Uuid,
+        partition: i32,
+        log_start: i64,
+    },
 }
 
 /// What an applied command produced, for the proposer.
@@ -73,4 +88,6 @@ pub enum MetadataError {
     },
     #[error("cannot reserve {block_size} more producer ids after {next}")]
     ProducerIdsExhausted { next: i64, block_size: i64 },
+    #[error("remote manifest refused the segment: {0}")]
+    Manifest(String),
 }

@@ -4,7 +4,10 @@
 //! `config/strata.toml` mirrors this list. Unknown keys are an error (a typo must not silently
 //! fall back to a default).
 
+pub mod tiering;
 pub mod topic;
+
+use std::collections::BTreeMap;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -101,6 +104,22 @@ pub struct BrokerConfig {
     pub group_consumer_session_timeout_ms: i32,
     /// Heartbeat interval the coordinator gives KIP-848 group members.
     pub group_consumer_heartbeat_interval_ms: i32,
+    /// Default of topic `remote.storage.enable`: archive sealed segments to the object store.
+    /// The internal `__consumer_offsets` topic is never tiered.
+    pub log_remote_storage_enable: bool,
+    /// Default of topic `local.retention.ms` (-2 = the topic's `retention.ms`).
+    pub log_local_retention_ms: i64,
+    /// Default of topic `local.retention.bytes` (-2 = the topic's `retention.bytes`).
+    pub log_local_retention_bytes: i64,
+    /// Refuse produce requests (KAFKA_STORAGE_ERROR) while the data dir's file system has
+    /// less than this many bytes free, so a long object-store outage (tiered topics keep
+    /// local data until uploaded) never fills the disk. 0 = off.
+    pub log_dir_min_free_bytes: u64,
+    /// Tiered storage: the object store, uploads and the remote-read cache.
+    pub tiering: tiering::TieringConfig,
+    /// Named sets of topic configs (`[tier_profiles.<name>]`, Kafka names as keys) that a topic
+    /// adopts with `strata.tier.profile=<name>`; the topic's own configs override them.
+    pub tier_profiles: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Default for BrokerConfig {
@@ -139,6 +158,12 @@ impl Default for BrokerConfig {
             producer_id_expiration_ms: 24 * 3600 * 1000,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
+            log_remote_storage_enable: false,
+            log_local_retention_ms: -2,
+            log_local_retention_bytes: -2,
+            log_dir_min_free_bytes: 64 * 1024 * 1024,
+            tiering: tiering::TieringConfig::default(),
+            tier_profiles: BTreeMap::new(),
         }
     }
 }
@@ -177,8 +202,9 @@ impl BrokerConfig {
                 continue;
             };
             let key = key.to_ascii_lowercase();
-            let Some(default) = known.get(&key) else {
-                // Other STRATA_* variables (test harness, tools) are not broker keys.
+            let Some(default) = known.get(&key).filter(|v| !v.is_table()) else {
+                // Other STRATA_* variables (test harness, tools) are not broker keys; sections
+                // such as [tiering] are set in the file.
                 continue;
             };
             table.insert(key.clone(), env_value(&key, &raw, default)?);
@@ -263,6 +289,21 @@ impl BrokerConfig {
         }
         if self.producer_id_expiration_ms < 1 {
             return Err(invalid("producer_id_expiration_ms", "must be >= 1"));
+        }
+        self.tiering
+            .validate()
+            .map_err(|reason| ConfigError::Invalid {
+                key: "tiering",
+                reason,
+            })?;
+        for (name, configs) in &self.tier_profiles {
+            if configs.contains_key(topic::PROFILE) {
+                return Err(ConfigError::Parse(format!(
+                    "tier_profiles.{name}: a profile cannot name another profile"
+                )));
+            }
+            topic::validate(configs)
+                .map_err(|e| ConfigError::Parse(format!("tier_profiles.{name}: {e}")))?;
         }
         // Topic-level defaults go through the same validation as topic overrides.
         topic::TopicConfig::resolve(self, &Default::default())

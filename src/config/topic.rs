@@ -37,19 +37,26 @@ pub struct ConfigDef {
     pub doc: &'static str,
 }
 
+/// The topic config naming a tier profile of the broker config.
+pub const PROFILE: &str = "strata.tier.profile";
+
 pub const DEFS: &[ConfigDef] = &[
     ConfigDef { name: "cleanup.policy", kind: Kind::List, min: 0, doc: "Retention policy for old segments. Only 'delete' is supported." },
     ConfigDef { name: "compression.type", kind: Kind::String, min: 0, doc: "Only 'producer': batches are stored with the producer's codec." },
     ConfigDef { name: "flush.messages", kind: Kind::Long, min: 1, doc: "fsync after this many messages; 1 = every acknowledged write is durable (group commit)." },
     ConfigDef { name: "flush.ms", kind: Kind::Long, min: 0, doc: "With flush.messages > 1, fsync at least this often (ms); 0 = every write is durable." },
     ConfigDef { name: "index.interval.bytes", kind: Kind::Int, min: 0, doc: "Bytes of log between offset index entries." },
+    ConfigDef { name: "local.retention.bytes", kind: Kind::Long, min: -2, doc: "With remote.storage.enable, bytes kept on local disk per partition; older uploaded segments are read from the object store. -2 = retention.bytes." },
+    ConfigDef { name: "local.retention.ms", kind: Kind::Long, min: -2, doc: "With remote.storage.enable, age after which uploaded segments leave local disk. -2 = retention.ms." },
     ConfigDef { name: "max.message.bytes", kind: Kind::Int, min: 0, doc: "Largest record batch accepted, in bytes." },
     ConfigDef { name: "message.timestamp.type", kind: Kind::String, min: 0, doc: "CreateTime or LogAppendTime." },
     ConfigDef { name: "min.insync.replicas", kind: Kind::Int, min: 1, doc: "Replicas that must acknowledge an acks=all write." },
+    ConfigDef { name: "remote.storage.enable", kind: Kind::Boolean, min: 0, doc: "Archive sealed segments to the object store as Parquet and serve old offsets from there." },
     ConfigDef { name: "retention.bytes", kind: Kind::Long, min: -1, doc: "Bytes kept per partition before old segments are deleted; -1 = unlimited." },
     ConfigDef { name: "retention.ms", kind: Kind::Long, min: -1, doc: "Age after which segments are deleted; -1 = forever." },
     ConfigDef { name: "segment.bytes", kind: Kind::Int, min: 100, doc: "Size at which the active segment is rolled." },
     ConfigDef { name: "segment.ms", kind: Kind::Long, min: 1, doc: "Age at which the active segment is rolled." },
+    ConfigDef { name: PROFILE, kind: Kind::String, min: 0, doc: "Name of a [tier_profiles.<name>] of the broker config whose topic configs this topic adopts (its own configs win)." },
     ConfigDef { name: "unclean.leader.election.enable", kind: Kind::Boolean, min: 0, doc: "Allow an out-of-sync replica to become leader (loses data)." },
 ];
 
@@ -78,6 +85,11 @@ pub struct TopicConfig {
     pub flush_ms: i64,
     pub index_interval_bytes: i32,
     pub min_insync_replicas: i32,
+    /// Sealed segments are archived to the object store.
+    pub remote_storage_enable: bool,
+    /// Local retention of a tiered topic, with -2 resolved to the total retention.
+    pub local_retention_ms: i64,
+    pub local_retention_bytes: i64,
     /// Not a topic config: the broker's `producer_id_expiration_ms`, carried here because the
     /// partition log enforces it.
     pub producer_id_expiration_ms: i64,
@@ -95,6 +107,23 @@ impl TopicConfig {
         overrides: &BTreeMap<String, String>,
     ) -> Result<Self, TopicConfigError> {
         validate(overrides)?;
+        if let Some(name) = overrides.get(PROFILE).filter(|n| !n.is_empty()) {
+            if !broker.tier_profiles.contains_key(name) {
+                return Err(TopicConfigError::Invalid {
+                    name: PROFILE.into(),
+                    value: name.clone(),
+                    reason: format!(
+                        "no [tier_profiles.{name}] in the broker config (known: {})",
+                        broker
+                            .tier_profiles
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
         let values = effective(broker, overrides);
         let get = |name: &str| {
             values
@@ -117,6 +146,15 @@ impl TopicConfig {
             flush_ms: long("flush.ms"),
             index_interval_bytes: long("index.interval.bytes") as i32,
             min_insync_replicas: long("min.insync.replicas") as i32,
+            remote_storage_enable: get("remote.storage.enable") == "true",
+            local_retention_ms: match long("local.retention.ms") {
+                -2 => long("retention.ms"),
+                v => v,
+            },
+            local_retention_bytes: match long("local.retention.bytes") {
+                -2 => long("retention.bytes"),
+                v => v,
+            },
             producer_id_expiration_ms: broker.producer_id_expiration_ms,
         };
         // Broker defaults are validated through the same rules as overrides.
@@ -125,6 +163,22 @@ impl TopicConfig {
             .map(|(k, (v, _))| (k.to_string(), v))
             .collect();
         validate(&all)?;
+        // Kafka's rule: the local tier cannot outlive the whole log.
+        let exceeds = |local: i64, total: i64| total >= 0 && (local < 0 || local > total);
+        if exceeds(cfg.local_retention_ms, cfg.retention_ms) {
+            return Err(TopicConfigError::Invalid {
+                name: "local.retention.ms".into(),
+                value: cfg.local_retention_ms.to_string(),
+                reason: format!("must not exceed retention.ms ({})", cfg.retention_ms),
+            });
+        }
+        if exceeds(cfg.local_retention_bytes, cfg.retention_bytes) {
+            return Err(TopicConfigError::Invalid {
+                name: "local.retention.bytes".into(),
+                value: cfg.local_retention_bytes.to_string(),
+                reason: format!("must not exceed retention.bytes ({})", cfg.retention_bytes),
+            });
+        }
         Ok(cfg)
     }
 }
@@ -204,6 +258,9 @@ fn broker_default(broker: &BrokerConfig, name: &str) -> (String, Source) {
         "flush.messages" => field!(log_flush_interval_messages),
         "flush.ms" => field!(log_flush_interval_ms),
         "index.interval.bytes" => field!(log_index_interval_bytes),
+        "local.retention.bytes" => field!(log_local_retention_bytes),
+        "local.retention.ms" => field!(log_local_retention_ms),
+        "remote.storage.enable" => field!(log_remote_storage_enable),
         "max.message.bytes" => field!(message_max_bytes),
         "message.timestamp.type" => field!(log_message_timestamp_type),
         "min.insync.replicas" => ("1".into(), Source::DefaultConfig),
@@ -216,16 +273,24 @@ fn broker_default(broker: &BrokerConfig, name: &str) -> (String, Source) {
     }
 }
 
-/// Every topic config's effective value and where it came from.
+/// Every topic config's effective value and where it came from: the topic's own override,
+/// else its tier profile's value (reported as a static broker config, where it is declared),
+/// else the broker default.
 pub fn effective(
     broker: &BrokerConfig,
     overrides: &BTreeMap<String, String>,
 ) -> BTreeMap<&'static str, (String, Source)> {
+    let profile = overrides
+        .get(PROFILE)
+        .and_then(|name| broker.tier_profiles.get(name));
     DEFS.iter()
         .map(|def| {
             let v = match overrides.get(def.name) {
                 Some(v) => (v.clone(), Source::TopicConfig),
-                None => broker_default(broker, def.name),
+                None => match profile.and_then(|p| p.get(def.name)) {
+                    Some(v) => (v.clone(), Source::StaticBrokerConfig),
+                    None => broker_default(broker, def.name),
+                },
             };
             (def.name, v)
         })

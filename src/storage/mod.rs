@@ -192,7 +192,15 @@ impl LogManager {
                 _ = retention.tick() => {
                     let now = crate::now_ms();
                     for p in self.all_partitions() {
-                        match tokio::task::block_in_place(|| p.apply_retention(now)) {
+                        // Tiered partitions: local and total retention are applied by the
+                        // tiering task, which knows what has been archived.
+                        let tiered = p.config().remote_storage_enable && !p.topic().starts_with("__");
+                        let retention = if tiered {
+                            Ok(0)
+                        } else {
+                            tokio::task::block_in_place(|| p.apply_retention(now))
+                        };
+                        match retention {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(partition = %p.name(), segments = n, "retention deleted segments"),
                             Err(e) => tracing::warn!(partition = %p.name(), error = %e, "retention failed"),

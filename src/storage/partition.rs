@@ -256,6 +256,36 @@ impl Partition {
         self.lock().log.remove_expired_producers(now_ms)
     }
 
+    /// Reads whole batches of sealed segments only, from the batch holding `offset`, up to
+    /// `max_bytes` (at least one batch) and never past the end of that segment: the unit the
+    /// uploader archives. Empty when `offset` is in the active segment.
+    pub fn read_sealed(&self, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+        let hw = self.high_watermark();
+        let st = self.lock();
+        let limit = st.log.active_base_offset().min(hw);
+        Ok(st.log.read(offset, max_bytes, limit)?.records)
+    }
+
+    /// `(base offset, next offset, bytes)` of every segment, oldest first; the last one is the
+    /// active segment.
+    pub fn segment_spans(&self) -> Vec<(i64, i64, u64)> {
+        self.lock().log.segment_spans()
+    }
+
+    /// The local retention of a tiered topic: deletes sealed segments past
+    /// `local.retention.ms` / `local.retention.bytes`, but only those wholly below
+    /// `uploaded_end` (the end of the committed remote manifest), so nothing is lost locally
+    /// before it is durable remotely.
+    pub fn apply_local_retention(&self, now_ms: i64, uploaded_end: i64) -> Result<usize, LogError> {
+        let mut st = self.lock();
+        let (ms, bytes) = (
+            st.config.local_retention_ms,
+            st.config.local_retention_bytes,
+        );
+        let bound = self.high_watermark().min(uploaded_end);
+        st.log.apply_retention(now_ms, ms, bytes, bound)
+    }
+
     /// Deletes whole segments past `retention.ms` / `retention.bytes`.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         let mut st = self.lock();

@@ -21,7 +21,8 @@ RECORD_BYTES = 32 * 1024
 
 
 def test_full_disk_fails_produce_with_storage_error_and_loses_nothing(broker_factory, tmp_path):
-    b = broker_factory("fulldisk", start=False)
+    # The free-space guard would refuse writes before ENOSPC; this test is about ENOSPC itself.
+    b = broker_factory("fulldisk", start=False, env={"STRATA_LOG_DIR_MIN_FREE_BYTES": "0"})
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs", str(b.data_dir)],
                    check=True)
     try:

@@ -20,4 +20,6 @@ pub mod table;
 pub use batch::{Codec, TopicCompression};
 pub use manifest::{RemoteManifest, RemoteSegment, Retention};
 pub use store::{open_store, segment_key, upload, StoreOptions, UploadOptions};
-pub use table::{batches_to_parquet, parquet_to_batches, read_object, Summary, WriteOptions};
+pub use table::{
+    batches_to_parquet, parquet_to_batches, read_object, ObjectLayout, Summary, WriteOptions,
+};

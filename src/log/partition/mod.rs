@@ -119,6 +119,19 @@ impl PartitionLog {
         self.segments.len()
     }
 
+    /// Base offset of the active segment: every offset below it is in a sealed segment.
+    pub fn active_base_offset(&self) -> i64 {
+        self.active().base_offset()
+    }
+
+    /// `(base offset, next offset, size in bytes)` of every segment, oldest first.
+    pub fn segment_spans(&self) -> Vec<(i64, i64, u64)> {
+        self.segments
+            .values()
+            .map(|s| (s.base_offset(), s.next_offset(), s.size_bytes()))
+            .collect()
+    }
+
     fn active(&self) -> &Segment {
         // open() always leaves at least one segment and nothing removes the last one.
         match self.segments.values().next_back() {

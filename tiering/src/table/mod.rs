@@ -10,10 +10,12 @@
 //! input's; uncompressed input comes back byte for byte.
 
 pub mod read;
+pub mod remote;
 pub mod schema;
 pub mod write;
 
 pub use read::{parquet_to_batches, read_batches, read_object, ReadOptions};
+pub use remote::{GroupSpan, ObjectLayout};
 pub use write::{batches_to_parquet, EpochStart, Summary, WriteOptions};
 
 use crate::batch::BatchError;

@@ -46,7 +46,7 @@ pub struct ReadOptions {
 }
 
 /// Rows per Arrow batch handed to the rebuilder; bounds the decoded working set.
-const READ_BATCH_ROWS: usize = 8192;
+pub(super) const READ_BATCH_ROWS: usize = 8192;
 
 /// Rebuilds every batch that ends at or after `from_offset` from an in-memory Parquet file.
 pub fn parquet_to_batches(
@@ -90,11 +90,7 @@ pub async fn read_object(
     size: Option<u64>,
     options: &ReadOptions,
 ) -> Result<Vec<u8>, TableError> {
-    let reader = StoreReader {
-        store,
-        location,
-        size,
-    };
+    let reader = StoreReader::new(store, location, size);
     let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
     let groups = select_row_groups(builder.metadata(), options.from_offset)?;
     let mut stream = builder
@@ -111,10 +107,20 @@ pub async fn read_object(
 }
 
 /// Parquet's async reader over an object: every read is a ranged GET.
-struct StoreReader {
+pub(super) struct StoreReader {
     store: Arc<dyn ObjectStore>,
     location: Path,
     size: Option<u64>,
+}
+
+impl StoreReader {
+    pub(super) fn new(store: Arc<dyn ObjectStore>, location: Path, size: Option<u64>) -> Self {
+        StoreReader {
+            store,
+            location,
+            size,
+        }
+    }
 }
 
 /// The footer and the metadata before it are fetched in one GET of this many trailing bytes
@@ -176,14 +182,7 @@ impl AsyncFileReader for StoreReader {
 /// Checks the layout version and picks the row groups that can hold batches ending at or
 /// after `from_offset`.
 fn select_row_groups(meta: &ParquetMetaData, from_offset: i64) -> Result<Vec<usize>, TableError> {
-    let version = meta
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|kvs| kvs.iter().find(|kv| kv.key == col::VERSION_KEY))
-        .and_then(|kv| kv.value.clone());
-    if version.as_deref() != Some(col::VERSION) {
-        return Err(TableError::UnsupportedVersion(version));
-    }
+    check_version(meta)?;
     let last_offset_column = meta
         .file_metadata()
         .schema_descr()
@@ -204,6 +203,19 @@ fn select_row_groups(meta: &ParquetMetaData, from_offset: i64) -> Result<Vec<usi
         .collect())
 }
 
+/// Refuses files that are not of this table's layout version.
+pub(super) fn check_version(meta: &ParquetMetaData) -> Result<(), TableError> {
+    let version = meta
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kvs| kvs.iter().find(|kv| kv.key == col::VERSION_KEY))
+        .and_then(|kv| kv.value.clone());
+    if version.as_deref() != Some(col::VERSION) {
+        return Err(TableError::UnsupportedVersion(version));
+    }
+    Ok(())
+}
+
 /// Batch-level fields every row of one batch repeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BatchFields {
@@ -220,7 +232,7 @@ struct BatchFields {
 }
 
 /// Turns a stream of Arrow row batches into encoded record batches.
-struct Rebuilder {
+pub(super) struct Rebuilder {
     options: ReadOptions,
     current: Option<(BatchFields, Vec<Record>)>,
     out: Vec<u8>,
@@ -228,7 +240,7 @@ struct Rebuilder {
 }
 
 impl Rebuilder {
-    fn new(options: ReadOptions) -> Rebuilder {
+    pub(super) fn new(options: ReadOptions) -> Rebuilder {
         Rebuilder {
             options,
             current: None,
@@ -238,7 +250,7 @@ impl Rebuilder {
     }
 
     /// Adds rows; returns true once `max_bytes` is reached and no more rows are wanted.
-    fn push(&mut self, rows: &RecordBatch) -> Result<bool, TableError> {
+    pub(super) fn push(&mut self, rows: &RecordBatch) -> Result<bool, TableError> {
         let c = RowColumns::new(rows)?;
         for i in 0..rows.num_rows() {
             let fields = c.batch_fields(i);
@@ -313,7 +325,7 @@ impl Rebuilder {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Vec<u8>, TableError> {
+    pub(super) fn finish(mut self) -> Result<Vec<u8>, TableError> {
         if !self.full {
             self.flush()?;
         }

@@ -1,0 +1,327 @@
+//! The background task of tiered storage. Every `tiering.upload_interval_ms`, for each tiered
+//! partition: archive sealed data past the end of the remote manifest (convert, upload,
+//! commit), delete local segments that are archived and past local retention, and expire
+//! remote segments past total retention. Also watches free disk space and writes the status
+//! file `strata tier status` reads.
+//!
+//! Order of effects, so a crash at any point loses nothing and serves nothing twice:
+//! object PUT (atomic) -> manifest commit (Raft) -> local segment delete. Remote expiry:
+//! manifest trim (Raft) -> object delete. A PUT not followed by a commit leaves an object no
+//! reader sees; the same range is uploaded again to the same key, and the start-up sweep
+//! deletes objects no manifest names.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use tiering::{RemoteSegment, Retention, UploadOptions};
+use uuid::Uuid;
+
+use super::{TierError, TierMetrics, Tiering};
+use crate::cluster::{Metadata, MetadataCommand, MetadataImage};
+use crate::config::BrokerConfig;
+use crate::storage::{LogManager, Partition};
+
+/// Internal topics are never tiered.
+fn tierable(topic: &str) -> bool {
+    !topic.starts_with("__")
+}
+
+impl Tiering {
+    /// Runs the upload and retention loop until the process ends.
+    pub async fn run(
+        self: Arc<Self>,
+        config: BrokerConfig,
+        metadata: Metadata,
+        logs: Arc<LogManager>,
+    ) {
+        self.sweep_orphans(&metadata.image()).await;
+        let mut known: HashMap<Uuid, String> = HashMap::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.upload_interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.check_disk(&config);
+            let partitions: Vec<Arc<Partition>> = logs
+                .all_partitions()
+                .into_iter()
+                .filter(|p| tierable(p.topic()))
+                .collect();
+            futures::stream::iter(partitions)
+                .for_each_concurrent(self.config.upload_concurrency, |p| {
+                    let this = self.clone();
+                    let metadata = metadata.clone();
+                    async move { this.tend(&metadata, &p).await }
+                })
+                .await;
+            let image = metadata.image();
+            self.sweep_deleted_topics(&image, &mut known).await;
+            self.write_status(&config, &image, &logs);
+        }
+    }
+
+    /// One partition's round: upload, then local retention, then remote retention.
+    async fn tend(&self, metadata: &Metadata, p: &Partition) {
+        let name = p.name();
+        let config = p.config();
+        let Some(topic_id) = metadata.image().topic(p.topic()).map(|m| m.id) else {
+            return;
+        };
+        if config.remote_storage_enable {
+            match self.upload_pending(metadata, p, topic_id).await {
+                Ok(()) => self.set_error(&name, None),
+                Err(e) => {
+                    TierMetrics::add(&self.metrics.upload_errors_total, 1);
+                    tracing::warn!(partition = %name, error = %e, "upload failed; local data is kept and the upload retried");
+                    self.set_error(&name, Some(e.to_string()));
+                }
+            }
+        }
+        let image = metadata.image();
+        let Some(remote) = image.remote_log(&topic_id, p.index()) else {
+            return;
+        };
+        let now = crate::now_ms();
+        if config.remote_storage_enable {
+            let uploaded_end = remote.manifest.end_offset().unwrap_or(i64::MIN);
+            match tokio::task::block_in_place(|| p.apply_local_retention(now, uploaded_end)) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(partition = %name, segments = n, "local retention deleted archived segments")
+                }
+                Err(e) => tracing::warn!(partition = %name, error = %e, "local retention failed"),
+            }
+        }
+        // Total retention covers both tiers; local data not archived yet counts towards size.
+        let uploaded_end = remote.manifest.end_offset().unwrap_or(i64::MIN);
+        let local_only: u64 = p
+            .segment_spans()
+            .iter()
+            .filter(|(_, next, _)| *next > uploaded_end)
+            .map(|(_, _, size)| size)
+            .sum();
+        let retention = Retention {
+            retention_ms: config.retention_ms,
+            retention_bytes: config.retention_bytes,
+        };
+        let expired = remote.manifest.expired(now, retention, local_only);
+        if let Some(last) = expired.last() {
+            let new_start = last.last_offset + 1;
+            let count = expired.len();
+            match self.trim(metadata, topic_id, p, new_start).await {
+                Ok(()) => {
+                    tracing::info!(partition = %name, segments = count, log_start = new_start, "retention expired archived segments")
+                }
+                Err(e) => tracing::warn!(partition = %name, error = %e, "remote retention failed"),
+            }
+        }
+    }
+
+    /// Archives every sealed stretch of the log past the end of the manifest.
+    async fn upload_pending(
+        &self,
+        metadata: &Metadata,
+        p: &Partition,
+        topic_id: Uuid,
+    ) -> Result<(), TierError> {
+        loop {
+            let image = metadata.image();
+            let remote = image.remote_log(&topic_id, p.index());
+            let local_start = p.offsets().log_start;
+            let next = match remote.and_then(|r| r.manifest.end_offset()) {
+                Some(end) if end >= local_start => end,
+                Some(end) => {
+                    // The log start moved past everything archived (DeleteRecords): the
+                    // archived data is all below it, so it goes, and archiving restarts.
+                    tracing::info!(partition = %p.name(), remote_end = end, local_start, "archived data is below the log start; dropping it");
+                    self.trim(metadata, topic_id, p, local_start).await?;
+                    local_start
+                }
+                None => local_start,
+            };
+            let data = p.read_sealed(next, self.config.max_object_bytes as usize)?;
+            if data.is_empty() {
+                return Ok(());
+            }
+            let started = Instant::now();
+            let raw_bytes = data.len() as u64;
+            let options = self.config.write_options();
+            let (parquet, summary) =
+                tokio::task::spawn_blocking(move || tiering::batches_to_parquet(&data, &options))
+                    .await
+                    .map_err(|e| TierError::Convert(e.to_string()))?
+                    .map_err(|e| TierError::Convert(e.to_string()))?;
+            let segment = RemoteSegment::from_summary(p.topic(), p.index(), &summary)?;
+            let parquet_bytes = parquet.len() as u64;
+            tiering::upload(
+                self.store.as_ref(),
+                &ObjectPath::from(segment.object_key.as_str()),
+                Bytes::from(parquet),
+                &UploadOptions::default(),
+            )
+            .await?;
+            metadata
+                .propose(MetadataCommand::CommitRemoteSegment {
+                    topic_id,
+                    segment: segment.clone(),
+                    log_start: local_start,
+                })
+                .await?;
+            let ms = started.elapsed().as_millis() as u64;
+            let m = &self.metrics;
+            TierMetrics::add(&m.uploads_total, 1);
+            TierMetrics::add(&m.uploaded_bytes_total, parquet_bytes);
+            TierMetrics::add(&m.uploaded_segment_bytes_total, raw_bytes);
+            TierMetrics::add(&m.upload_ms_total, ms);
+            tracing::info!(
+                partition = %p.name(), object = %segment.object_key,
+                first_offset = segment.first_offset, last_offset = segment.last_offset,
+                segment_bytes = raw_bytes, parquet_bytes, ms,
+                "archived"
+            );
+        }
+    }
+
+    /// Raises a partition's remote log start to `log_start`: the manifest first, then the
+    /// objects it no longer names, then local data below it.
+    pub async fn trim(
+        &self,
+        metadata: &Metadata,
+        topic_id: Uuid,
+        p: &Partition,
+        log_start: i64,
+    ) -> Result<(), TierError> {
+        let before: Vec<RemoteSegment> = metadata
+            .image()
+            .remote_log(&topic_id, p.index())
+            .map(|r| r.manifest.segments.clone())
+            .unwrap_or_default();
+        metadata
+            .propose(MetadataCommand::TrimRemoteLog {
+                topic_id,
+                partition: p.index(),
+                log_start,
+            })
+            .await?;
+        for s in before.iter().filter(|s| s.last_offset < log_start) {
+            self.delete_object(&s.object_key).await;
+        }
+        let o = p.offsets();
+        if o.log_start < log_start && log_start <= o.high_watermark {
+            p.delete_records(log_start)?;
+        }
+        Ok(())
+    }
+
+    async fn delete_object(&self, key: &str) {
+        match self.store.delete(&ObjectPath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                TierMetrics::add(&self.metrics.objects_deleted_total, 1);
+                tracing::debug!(object = %key, "deleted");
+            }
+            // Unreferenced: the next start-up sweep retries.
+            Err(e) => {
+                tracing::warn!(object = %key, error = %e, "could not delete an expired object")
+            }
+        }
+    }
+
+    /// Deletes archived objects that no manifest names: uploads whose commit never happened
+    /// (a crash in between) and archives of topics deleted while the broker was down. Runs
+    /// before any upload, so no upload is in flight.
+    async fn sweep_orphans(&self, image: &MetadataImage) {
+        let named: BTreeSet<&str> = image
+            .remote
+            .values()
+            .flat_map(|p| p.values())
+            .flat_map(|r| r.manifest.segments.iter().map(|s| s.object_key.as_str()))
+            .collect();
+        let mut listing = self.store.list(Some(&ObjectPath::from("topics")));
+        let mut orphans = Vec::new();
+        while let Some(item) = listing.next().await {
+            match item {
+                Ok(meta) => {
+                    let key = meta.location.to_string();
+                    if tiering::store::parse_segment_key(&meta.location).is_some()
+                        && !named.contains(key.as_str())
+                    {
+                        orphans.push(key);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the object store; orphaned objects are left for the next start");
+                    return;
+                }
+            }
+        }
+        drop(listing);
+        for key in &orphans {
+            tracing::info!(object = %key, "deleting an object no manifest names");
+            self.delete_object(key).await;
+        }
+    }
+
+    /// Deletes the archives of topics deleted since the last round.
+    async fn sweep_deleted_topics(&self, image: &MetadataImage, known: &mut HashMap<Uuid, String>) {
+        let gone: Vec<(Uuid, String)> = known
+            .iter()
+            .filter(|(id, _)| !image.remote.contains_key(*id))
+            .map(|(id, name)| (*id, name.clone()))
+            .collect();
+        for (id, name) in gone {
+            known.remove(&id);
+            if image.topic(&name).is_some() {
+                // Recreated under the same name: its new archive shares the prefix, so only
+                // the objects no manifest names go, at the next start-up sweep.
+                continue;
+            }
+            let prefix = ObjectPath::from(format!("topics/{name}"));
+            let keys: Vec<String> = self
+                .store
+                .list(Some(&prefix))
+                .filter_map(|m| async move { m.ok().map(|m| m.location.to_string()) })
+                .collect()
+                .await;
+            tracing::info!(topic = %name, objects = keys.len(), "deleting the archive of a deleted topic");
+            for key in keys {
+                self.delete_object(&key).await;
+            }
+        }
+        for (id, partitions) in &image.remote {
+            if let Some((_, r)) = partitions.iter().next() {
+                known.entry(*id).or_insert_with(|| r.manifest.topic.clone());
+            }
+        }
+    }
+
+    /// Refuses produce while the data dir is short of free space.
+    fn check_disk(&self, config: &BrokerConfig) {
+        if config.log_dir_min_free_bytes == 0 {
+            return;
+        }
+        let Ok(free) = fs4::available_space(&config.data_dir) else {
+            return;
+        };
+        let low = free < config.log_dir_min_free_bytes;
+        let was = self
+            .disk_low
+            .swap(low, std::sync::atomic::Ordering::Relaxed);
+        if low && !was {
+            tracing::error!(
+                free_bytes = free,
+                min_free_bytes = config.log_dir_min_free_bytes,
+                "data dir is nearly full: produce requests are refused with KAFKA_STORAGE_ERROR \
+                 until space is freed (check the object store if tiered uploads are failing)"
+            );
+        } else if was && !low {
+            tracing::info!(
+                free_bytes = free,
+                "data dir has free space again: produce resumes"
+            );
+        }
+    }
+}
