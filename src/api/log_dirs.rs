@@ -1,4 +1,6 @@
-//! DescribeLogDirs: the one log directory, its partitions' sizes, and its disk space.
+//! DescribeLogDirs: the one log directory, its partitions' sizes, and its disk space; then,
+//! when any partition is tiered, the object store as a second "log dir" (named by its URL)
+//! with the archived size of each tiered partition, so `kafka-log-dirs` shows both tiers.
 
 use std::sync::Arc;
 
@@ -29,6 +31,29 @@ pub fn describe(
             .collect(),
     };
     let mut topics = Vec::new();
+    let mut remote_topics = Vec::new();
+    for (name, parts) in &wanted {
+        let Some(meta) = image.topic(name) else {
+            continue;
+        };
+        let partitions: Vec<_> = parts
+            .iter()
+            .filter_map(|i| image.remote_log(&meta.id, *i).map(|r| (*i, r)))
+            .map(|(i, r)| {
+                DescribeLogDirsPartition::default()
+                    .with_partition_index(i)
+                    .with_partition_size(r.manifest.size_bytes() as i64)
+                    .with_offset_lag(0)
+            })
+            .collect();
+        if !partitions.is_empty() {
+            remote_topics.push(
+                DescribeLogDirsTopic::default()
+                    .with_name(TopicName(str_bytes(name.clone())))
+                    .with_partitions(partitions),
+            );
+        }
+    }
     for (name, parts) in wanted {
         let partitions: Vec<_> = parts
             .into_iter()
@@ -56,5 +81,17 @@ pub fn describe(
         .with_topics(topics)
         .with_total_bytes(total)
         .with_usable_bytes(usable);
-    ctx.reply(&DescribeLogDirsResponse::default().with_results(vec![result]))
+    let mut results = vec![result];
+    if !remote_topics.is_empty() {
+        // An object store has no fixed capacity: -1 (unknown), as Kafka reports for a
+        // directory whose size it cannot read.
+        results.push(
+            DescribeLogDirsResult::default()
+                .with_log_dir(str_bytes(broker.tiering.url().to_owned()))
+                .with_topics(remote_topics)
+                .with_total_bytes(-1)
+                .with_usable_bytes(-1),
+        );
+    }
+    ctx.reply(&DescribeLogDirsResponse::default().with_results(results))
 }

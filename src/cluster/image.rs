@@ -292,4 +292,79 @@ mod tests {
         back.reindex();
         assert_eq!(back.topic_by_id(&t.id).map(|m| m.name.as_str()), Some("a"));
     }
+
+    fn archived(topic: &str, first: i64, last: i64) -> tiering::RemoteSegment {
+        tiering::RemoteSegment {
+            topic: topic.into(),
+            partition: 0,
+            first_offset: first,
+            last_offset: last,
+            min_timestamp_ms: 1,
+            max_timestamp_ms: 2,
+            size_bytes: 100,
+            object_key: tiering::segment_key(topic, 0, first, last)
+                .unwrap()
+                .to_string(),
+            leader_epoch: 0,
+            records: (last - first + 1) as u64,
+        }
+    }
+
+    #[test]
+    fn remote_manifest_commits_trims_and_goes_with_its_topic() {
+        let mut img = MetadataImage::default();
+        let t = topic("orders", 1);
+        img.apply(&MetadataCommand::CreateTopic(t.clone())).unwrap();
+        let commit = |segment, log_start| MetadataCommand::CommitRemoteSegment {
+            topic_id: t.id,
+            segment,
+            log_start,
+        };
+        img.apply(&commit(archived("orders", 5, 9), 7)).unwrap();
+        // A retried commit of the same segment is accepted once.
+        img.apply(&commit(archived("orders", 5, 9), 7)).unwrap();
+        assert!(matches!(
+            img.apply(&commit(archived("orders", 11, 20), 7)),
+            Err(MetadataError::Manifest(_))
+        ));
+        img.apply(&commit(archived("orders", 10, 20), 7)).unwrap();
+        let log = img.remote_log(&t.id, 0).unwrap();
+        assert_eq!(log.manifest.segments.len(), 2);
+        assert_eq!(
+            log.start_offset(),
+            Some(7),
+            "the seeded log start hides 5 and 6"
+        );
+        let trim = |log_start| MetadataCommand::TrimRemoteLog {
+            topic_id: t.id,
+            partition: 0,
+            log_start,
+        };
+        img.apply(&trim(12)).unwrap();
+        let log = img.remote_log(&t.id, 0).unwrap();
+        assert_eq!(log.manifest.start_offset(), Some(10));
+        assert_eq!(log.start_offset(), Some(12));
+        img.apply(&trim(21)).unwrap();
+        assert_eq!(img.remote_log(&t.id, 0).unwrap().start_offset(), None);
+        // A commit for a partition the topic does not have, or a stale topic id, is refused.
+        let mut stranger = archived("orders", 21, 30);
+        stranger.partition = 3;
+        assert!(img.apply(&commit(stranger, 0)).is_err());
+        assert!(img
+            .apply(&MetadataCommand::CommitRemoteSegment {
+                topic_id: Uuid::new_v4(),
+                segment: archived("orders", 21, 30),
+                log_start: 0,
+            })
+            .is_err());
+        // Snapshots keep the manifest.
+        let json = serde_json::to_vec(&img).unwrap();
+        let back: MetadataImage = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back.remote, img.remote);
+        img.apply(&MetadataCommand::DeleteTopic {
+            name: "orders".into(),
+        })
+        .unwrap();
+        assert!(img.remote.is_empty());
+    }
 }
