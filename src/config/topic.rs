@@ -362,4 +362,52 @@ mod tests {
         );
         assert_eq!(eff["retention.bytes"].1, Source::DefaultConfig);
     }
+
+    #[test]
+    fn tier_profiles_and_local_retention() {
+        let mut broker = BrokerConfig::default();
+        broker.tier_profiles.insert(
+            "hot".into(),
+            map(&[
+                ("remote.storage.enable", "true"),
+                ("local.retention.ms", "1000"),
+            ]),
+        );
+        let cfg = TopicConfig::resolve(&broker, &map(&[(PROFILE, "hot")])).unwrap();
+        assert!(cfg.remote_storage_enable);
+        assert_eq!(cfg.local_retention_ms, 1000);
+        assert_eq!(
+            cfg.local_retention_bytes, cfg.retention_bytes,
+            "-2 is the total retention"
+        );
+        let eff = effective(&broker, &map(&[(PROFILE, "hot")]));
+        assert_eq!(
+            eff["remote.storage.enable"],
+            ("true".to_string(), Source::StaticBrokerConfig)
+        );
+        // The topic's own value wins over the profile's.
+        let cfg = TopicConfig::resolve(
+            &broker,
+            &map(&[(PROFILE, "hot"), ("local.retention.ms", "5")]),
+        )
+        .unwrap();
+        assert_eq!(cfg.local_retention_ms, 5);
+        assert!(matches!(
+            TopicConfig::resolve(&broker, &map(&[(PROFILE, "cold")])),
+            Err(TopicConfigError::Invalid { .. })
+        ));
+        // Local retention may not outlive the whole log.
+        assert!(matches!(
+            TopicConfig::resolve(
+                &broker,
+                &map(&[("retention.ms", "1000"), ("local.retention.ms", "2000")])
+            ),
+            Err(TopicConfigError::Invalid { .. })
+        ));
+        assert!(TopicConfig::resolve(
+            &broker,
+            &map(&[("retention.ms", "-1"), ("local.retention.ms", "2000")])
+        )
+        .is_ok());
+    }
 }

@@ -1035,3 +1035,84 @@ def test_tier_status_command(archive):
         assert e["remote_segments"] > 0 and e["remote_bytes"] > 0 and e["local_bytes"] > 0, e
     assert doc["uploads_total"] >= sum(e["remote_segments"] for e in mine)
     assert doc["uploaded_bytes_total"] >= sum(e["remote_bytes"] for e in mine)
+
+
+# ---- 6. a damaged archive, tier profiles -------------------------------------------------------
+
+
+def test_missing_remote_object_fails_only_its_partition(broker_factory):
+    """An archived object that vanished from the store fails reads of its range only, for
+    that partition only, and the broker logs the object key; the rest keeps being served."""
+    b = tiering_broker(broker_factory, "damaged",
+                       f"[tiering]\nupload_interval_ms = {UPLOAD_INTERVAL_MS}\n")
+    topic = unique_topic("tier-damaged")
+    create_topic(admin_client(b.bootstrap), topic, partitions=2,
+                 config={**TIERED, "segment.bytes": str(SMALL_SEGMENT_BYTES)})
+    specs = varied_records(6000, 2, int(time.time() * 1000) - 60_000, tag="damaged")
+    produce_specs(b.bootstrap, topic, specs)
+    want = placed([specs])
+    tiered = fully_tiered(b, topic, {p: len(want[p]) for p in (0, 1)})
+
+    # Remove the object holding offset 0 of partition 0.
+    objects = sorted((b.data_dir / "objects" / "topics" / topic / "partition=0").glob("*.parquet"))
+    first = objects[0]
+    first_last = int(first.stem.split("-")[1])
+    assert first_last + 1 < tiered[0]["remote_end_offset"], "need a second object after it"
+    first.unlink()
+
+    # The other partition, and partition 0 past the missing object, read back whole.
+    assert_records(consume_n(b.bootstrap, topic, 1, 0, len(want[1])), want[1], f"{topic}-1")
+    after = want[0][first_last + 1:]
+    assert_records(consume_n(b.bootstrap, topic, 0, first_last + 1, len(after)), after,
+                   f"{topic}-0 after the missing object")
+
+    # Reading the missing range delivers nothing and fails loudly on the broker.
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "strata-it-assign-only",
+                  "enable.auto.commit": False, "auto.offset.reset": "error"})
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            msg = c.poll(0.2)
+            assert msg is None or msg.error() is not None, (
+                f"read offset {msg.offset()} from an object that no longer exists")
+    finally:
+        c.close()
+    key = f"topics/{topic}/partition=0/{first.name}"
+    poll(lambda: key in b.log_path.read_text(errors="replace")
+         and "remote read failed" in b.log_path.read_text(errors="replace"),
+         TIMEOUT_S, f"the broker log names the missing object {key}")
+    status = status_refreshes(b)
+    assert status["remote_read_errors_total"] > 0, status
+    b.assert_alive()
+
+
+def test_tier_profile_supplies_topic_configs(broker_factory):
+    """A topic adopts a [tier_profiles.<name>] of the broker config; its own configs win; an
+    unknown profile is refused."""
+    b = tiering_broker(broker_factory, "profiles", (
+        f"[tiering]\nupload_interval_ms = {UPLOAD_INTERVAL_MS}\n\n"
+        "[tier_profiles.hot1s]\n"
+        "\"remote.storage.enable\" = \"true\"\n"
+        "\"local.retention.ms\" = \"1\"\n"
+        "\"retention.ms\" = \"31536000000\"\n"))
+    admin = admin_client(b.bootstrap)
+    topic = unique_topic("tier-profile")
+    create_topic(admin, topic, partitions=1, config={
+        "strata.tier.profile": "hot1s", "retention.ms": "604800000",
+        "segment.bytes": str(SMALL_SEGMENT_BYTES)})
+    cfg = topic_config(b.bootstrap, topic)
+    assert cfg["remote.storage.enable"] == "true", cfg
+    assert cfg["local.retention.ms"] == "1", cfg
+    assert cfg["retention.ms"] == "604800000", "the topic's own config wins over the profile"
+
+    specs = varied_records(3000, 1, int(time.time() * 1000) - 60_000, tag="profile")
+    produce_specs(b.bootstrap, topic, specs)
+    want = placed([specs])[0]
+    fully_tiered(b, topic, {0: len(want)})
+    assert_records(consume_n(b.bootstrap, topic, 0, 0, len(want)), want, topic)
+
+    bad = unique_topic("tier-profile-unknown")
+    with pytest.raises(Exception) as err:
+        create_topic(admin, bad, partitions=1, config={"strata.tier.profile": "nope"})
+    assert "INVALID_CONFIG" in str(err.value) or "nope" in str(err.value), err.value
