@@ -53,6 +53,11 @@ pub fn describe(
                             topic::def(name).map(|d| d.doc),
                         )
                     })
+                    .chain(
+                        tier_sizes(broker, meta)
+                            .into_iter()
+                            .filter(|e| wanted(e.name.as_str())),
+                    )
                     .collect()),
                 None => Err(ServeError::UnknownTopicOrPartition(
                     r.resource_name.to_string(),
@@ -86,6 +91,48 @@ pub fn describe(
         results.push(result);
     }
     ctx.reply(&DescribeConfigsResponse::default().with_results(results))
+}
+
+/// Read-only entries with the bytes a tiered topic holds in each tier (all partitions), so
+/// config-describing tools show both tiers. Absent for topics that were never tiered.
+fn tier_sizes(
+    broker: &Broker,
+    meta: &crate::cluster::TopicMeta,
+) -> Vec<DescribeConfigsResourceResult> {
+    let image = broker.metadata.image();
+    let Some(hosted) = broker.logs.topic(&meta.name) else {
+        return Vec::new();
+    };
+    let tiered = hosted
+        .partitions
+        .iter()
+        .any(|p| p.config().remote_storage_enable)
+        || image.remote.contains_key(&meta.id);
+    if !tiered {
+        return Vec::new();
+    }
+    let local: u64 = hosted.partitions.iter().map(|p| p.size_bytes()).sum();
+    let remote: u64 = image.remote.get(&meta.id).map_or(0, |parts| {
+        parts.values().map(|r| r.manifest.size_bytes()).sum()
+    });
+    vec![
+        entry(
+            "strata.local.size.bytes",
+            local.to_string(),
+            Source::DefaultConfig,
+            true,
+            topic::Kind::Long as i8,
+            Some("Read-only: bytes of this topic's segments on local disk, all partitions."),
+        ),
+        entry(
+            "strata.remote.size.bytes",
+            remote.to_string(),
+            Source::DefaultConfig,
+            true,
+            topic::Kind::Long as i8,
+            Some("Read-only: bytes of this topic's archived Parquet objects, all partitions."),
+        ),
+    ]
 }
 
 fn entry(

@@ -617,6 +617,11 @@ def test_tiered_topic_configs_are_described(archive):
     assert cfg["remote.storage.enable"] == "true"
     assert cfg["local.retention.ms"] == "1"
     assert cfg["segment.bytes"] == str(E2E_SEGMENT_BYTES)
+    # Per-tier sizes, read-only, match what the tier status reports.
+    status = status_refreshes(archive.broker)
+    parts = [e for e in status["partitions"] if e["topic"] == archive.topic]
+    assert int(cfg["strata.remote.size.bytes"]) == sum(e["remote_bytes"] for e in parts), cfg
+    assert int(cfg["strata.local.size.bytes"]) > 0, cfg
 
 
 # ---- 2. the archive as a table ----------------------------------------------------------------
