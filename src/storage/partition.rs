@@ -192,6 +192,8 @@ impl Partition {
 
     /// Reads record batches from `offset`, up to `max_bytes` (at least one whole batch), never
     /// past the high watermark.
+    /// The data is copied after the partition lock is released, so a large read never holds
+    /// up appends.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, Offsets), LogError> {
         let hw = self.high_watermark();
         let st = self.lock();
@@ -200,8 +202,9 @@ impl Partition {
             high_watermark: hw,
             log_end: st.log.log_end_offset(),
         };
-        let read = st.log.read(offset, max_bytes, hw)?;
-        Ok((read.records, offsets))
+        let planned = st.log.plan_read(offset, max_bytes, hw)?;
+        drop(st);
+        Ok((planned.read()?.records, offsets))
     }
 
     /// ListOffsets by timestamp: (offset, timestamp) of the first record at or after `ts`.
@@ -263,7 +266,9 @@ impl Partition {
         let hw = self.high_watermark();
         let st = self.lock();
         let limit = st.log.active_base_offset().min(hw);
-        Ok(st.log.read(offset, max_bytes, limit)?.records)
+        let planned = st.log.plan_read(offset, max_bytes, limit)?;
+        drop(st);
+        Ok(planned.read()?.records)
     }
 
     /// `(base offset, next offset, bytes)` of every segment, oldest first; the last one is the

@@ -66,6 +66,32 @@ pub struct ReadResult {
     pub log_end_offset: i64,
 }
 
+/// A located read of a partition log; [`PlannedRead::read`] copies the data.
+#[derive(Debug)]
+pub struct PlannedRead {
+    plan: Option<super::segment::ReadPlan>,
+    offset: i64,
+    log_start_offset: i64,
+    log_end_offset: i64,
+}
+
+impl PlannedRead {
+    pub fn read(self) -> Result<ReadResult, LogError> {
+        let mut result = ReadResult {
+            records: Bytes::new(),
+            next_offset: self.offset,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+        };
+        if let Some(plan) = self.plan {
+            let slice = plan.read()?;
+            result.records = slice.bytes;
+            result.next_offset = slice.next_offset;
+        }
+        Ok(result)
+    }
+}
+
 pub struct PartitionLog {
     dir: PathBuf,
     config: LogConfig,
@@ -254,18 +280,31 @@ impl PartitionLog {
         max_bytes: usize,
         max_offset_exclusive: i64,
     ) -> Result<ReadResult, LogError> {
+        self.plan_read(offset, max_bytes, max_offset_exclusive)?
+            .read()
+    }
+
+    /// Locates a [`PartitionLog::read`] without copying the data: the copy
+    /// ([`PlannedRead::read`]) needs no access to the log, so a caller holding a lock over it
+    /// can release the lock first and let appends go on.
+    pub fn plan_read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<PlannedRead, LogError> {
         if offset < self.log_start_offset || offset > self.log_end_offset {
             return Err(self.out_of_range(offset));
         }
         let limit = max_offset_exclusive.min(self.log_end_offset);
-        let mut result = ReadResult {
-            records: Bytes::new(),
-            next_offset: offset,
+        let mut planned = PlannedRead {
+            plan: None,
+            offset,
             log_start_offset: self.log_start_offset,
             log_end_offset: self.log_end_offset,
         };
         if offset >= limit {
-            return Ok(result);
+            return Ok(planned);
         }
         let start = self
             .segments
@@ -276,13 +315,12 @@ impl PartitionLog {
             if seg.base_offset() >= limit {
                 break;
             }
-            if let Some(slice) = seg.read(offset, max_bytes, limit)? {
-                result.records = slice.bytes;
-                result.next_offset = slice.next_offset;
+            if let Some(plan) = seg.plan_read(offset, max_bytes, limit)? {
+                planned.plan = Some(plan);
                 break;
             }
         }
-        Ok(result)
+        Ok(planned)
     }
 
     fn out_of_range(&self, offset: i64) -> LogError {

@@ -22,6 +22,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -62,12 +63,55 @@ pub struct ReadSlice {
     pub next_offset: i64,
 }
 
+/// A read located in a segment file, not yet done.
+#[derive(Debug)]
+pub struct ReadPlan {
+    file: Arc<File>,
+    path: PathBuf,
+    pos: u64,
+    len: usize,
+    first_offset: i64,
+    first_next_offset: i64,
+    max_offset_exclusive: i64,
+}
+
+impl ReadPlan {
+    /// Copies the whole batches the plan covers that start below its offset limit.
+    pub fn read(self) -> Result<ReadSlice, LogError> {
+        let mut buf = vec![0u8; self.len];
+        self.file
+            .read_exact_at(&mut buf, self.pos)
+            .map_err(|e| LogError::io(format!("read {}", self.path.display()), e))?;
+        let mut end = 0;
+        let mut next_offset = self.first_next_offset;
+        for item in BatchIter::new(&buf) {
+            let (h, range) = item.map_err(|e| LogError::CorruptSegment {
+                path: self.path.clone(),
+                detail: format!("bad batch after {}: {e}", self.pos),
+            })?;
+            if h.base_offset >= self.max_offset_exclusive {
+                break;
+            }
+            end = range.end;
+            next_offset = h.next_offset();
+        }
+        buf.truncate(end);
+        Ok(ReadSlice {
+            bytes: Bytes::from(buf),
+            first_offset: self.first_offset,
+            next_offset,
+        })
+    }
+}
+
 pub struct Segment {
     base_offset: i64,
     log_path: PathBuf,
     index_path: PathBuf,
     time_index_path: PathBuf,
-    log: File,
+    /// Shared so reads can copy data outside the partition lock (the file is append-only
+    /// while open; a deleted segment's open handle still reads).
+    log: Arc<File>,
     indexes: Indexes,
     size_bytes: u64,
     next_offset: i64,
@@ -115,7 +159,7 @@ impl Segment {
             log_path,
             index_path: dir.join(file_name(base, INDEX_SUFFIX)),
             time_index_path: dir.join(file_name(base, TIME_INDEX_SUFFIX)),
-            log,
+            log: Arc::new(log),
             indexes: Indexes::new(base, interval),
             size_bytes: 0,
             next_offset: base,
@@ -224,6 +268,20 @@ impl Segment {
         max_bytes: usize,
         max_offset_exclusive: i64,
     ) -> Result<Option<ReadSlice>, LogError> {
+        self.plan_read(start_offset, max_bytes, max_offset_exclusive)?
+            .map(ReadPlan::read)
+            .transpose()
+    }
+
+    /// Where [`Segment::read`] would read, found from the index and batch headers; the
+    /// copy itself is [`ReadPlan::read`], which needs no access to the segment, so a caller
+    /// holding a lock over the log can release it first.
+    pub fn plan_read(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<Option<ReadPlan>, LogError> {
         if start_offset >= self.next_offset || start_offset >= max_offset_exclusive {
             return Ok(None);
         }
@@ -241,26 +299,14 @@ impl Segment {
         }
         let available = self.size_bytes - pos;
         let want = (first.total_size() as u64).max(available.min(max_bytes as u64));
-        let mut buf = vec![0u8; want as usize];
-        self.log
-            .read_exact_at(&mut buf, pos)
-            .map_err(self.io_err("read"))?;
-        let mut end = 0;
-        let mut next_offset = first.next_offset();
-        for item in BatchIter::new(&buf) {
-            let (h, range) =
-                item.map_err(|e| self.corrupt(format!("bad batch after {pos}: {e}")))?;
-            if h.base_offset >= max_offset_exclusive {
-                break;
-            }
-            end = range.end;
-            next_offset = h.next_offset();
-        }
-        buf.truncate(end);
-        Ok(Some(ReadSlice {
-            bytes: Bytes::from(buf),
+        Ok(Some(ReadPlan {
+            file: self.log.clone(),
+            path: self.log_path.clone(),
+            pos,
+            len: want as usize,
             first_offset: first.base_offset,
-            next_offset,
+            first_next_offset: first.next_offset(),
+            max_offset_exclusive,
         }))
     }
 
