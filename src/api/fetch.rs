@@ -70,6 +70,7 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> Resul
 
 /// A partition of the request to be read from the object store.
 struct RemoteRead {
+    topic_id: uuid::Uuid,
     topic: usize,
     partition: usize,
     segment: tiering::RemoteSegment,
@@ -92,7 +93,13 @@ async fn read_remote(
             let tiering = broker.tiering.clone();
             let task = tokio::spawn(async move {
                 tiering
-                    .read(&r.segment, r.next.as_ref(), r.offset, r.max_bytes)
+                    .read(
+                        &r.topic_id,
+                        &r.segment,
+                        r.next.as_ref(),
+                        r.offset,
+                        r.max_bytes,
+                    )
                     .await
             });
             (r.topic, r.partition, task)
@@ -199,6 +206,7 @@ fn read_all(
                             o.map_or(0, |o| o.log_start),
                         ));
                     remote_reads.push(RemoteRead {
+                        topic_id: hosted.as_ref().map(|h| h.id).unwrap_or_default(),
                         topic: ti,
                         partition: pi,
                         segment,

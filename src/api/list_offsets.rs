@@ -67,9 +67,9 @@ async fn lookup(
 ) -> Result<Option<(i64, i64)>, ServeError> {
     let o = p.offsets();
     let image = broker.metadata.image();
+    let topic_id = image.topic(p.topic()).map(|m| m.id).unwrap_or_default();
     let remote = image
-        .topic(p.topic())
-        .and_then(|m| image.remote_log(&m.id, p.index()))
+        .remote_log(&topic_id, p.index())
         .filter(|r| r.start_offset().is_some_and(|s| s < o.log_start));
     let start = crate::tier::log_start(remote, o.log_start);
     Ok(match timestamp {
@@ -79,7 +79,7 @@ async fn lookup(
         MAX_TIMESTAMP => {
             let local = p.max_timestamp()?;
             let archived = match remote {
-                Some(r) => broker.tiering.max_timestamp(r, start).await?,
+                Some(r) => broker.tiering.max_timestamp(&topic_id, r, start).await?,
                 None => None,
             };
             // The first record with the largest timestamp: remote records come first.
@@ -93,7 +93,7 @@ async fn lookup(
             let archived = match remote {
                 Some(r) => broker
                     .tiering
-                    .offset_for_timestamp(r, ts, start)
+                    .offset_for_timestamp(&topic_id, r, ts, start)
                     .await?
                     .filter(|(off, _)| *off < o.log_start),
                 None => None,

@@ -21,6 +21,15 @@ use crate::config::tiering::TieringConfig;
 /// Memory for parsed footers; each is a few KiB.
 const LAYOUT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
+/// An object's parsed footer, under the identity its cached row groups are keyed by: the
+/// topic id and the object key, so a topic deleted and re-created under the same name (same
+/// keys, other data) never meets the old topic's cache entries.
+#[derive(Clone)]
+pub struct Located {
+    pub id: String,
+    pub layout: Arc<ObjectLayout>,
+}
+
 pub struct RemoteCache {
     layouts: Cache<String, Arc<ObjectLayout>>,
     groups: HybridCache<String, Bytes>,
@@ -64,12 +73,13 @@ impl RemoteCache {
     pub async fn layout(
         &self,
         store: &Arc<dyn ObjectStore>,
+        topic_id: &uuid::Uuid,
         segment: &RemoteSegment,
-    ) -> Result<Arc<ObjectLayout>, TierError> {
-        let key = segment.object_key.clone();
+    ) -> Result<Located, TierError> {
+        let key = format!("{topic_id}/{}", segment.object_key);
         let store = store.clone();
         let size = segment.size_bytes;
-        let location = ObjectPath::from(key.as_str());
+        let location = ObjectPath::from(segment.object_key.as_str());
         let entry = self
             .layouts
             .get_or_fetch(&key, move || async move {
@@ -80,18 +90,22 @@ impl RemoteCache {
             })
             .await
             .map_err(|e| object_error(&segment.object_key, e))?;
-        Ok(entry.value().clone())
+        Ok(Located {
+            id: key,
+            layout: entry.value().clone(),
+        })
     }
 
     /// The rebuilt batches of one row group, and whether they came from the cache.
     pub async fn group(
         &self,
         store: &Arc<dyn ObjectStore>,
-        layout: &Arc<ObjectLayout>,
+        located: &Located,
         group: usize,
     ) -> Result<(Bytes, bool), TierError> {
-        let key = format!("{}#{group}", layout.location);
+        let key = format!("{}#{group}", located.id);
         let store = store.clone();
+        let layout = &located.layout;
         let fetch_layout = layout.clone();
         let loaded = Arc::new(AtomicBool::new(false));
         let flag = loaded.clone();
@@ -111,10 +125,10 @@ impl RemoteCache {
     }
 
     /// Drops everything cached for an object (it was deleted or found corrupt).
-    pub fn forget(&self, layout: &ObjectLayout) {
-        self.layouts.remove(layout.location.as_ref());
-        for g in 0..layout.groups.len() {
-            self.groups.remove(&format!("{}#{g}", layout.location));
+    pub fn forget(&self, located: &Located) {
+        self.layouts.remove(&located.id);
+        for g in 0..located.layout.groups.len() {
+            self.groups.remove(&format!("{}#{g}", located.id));
         }
     }
 

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tiering::{ObjectLayout, RemoteSegment};
+use tiering::RemoteSegment;
+use uuid::Uuid;
+
+use super::cache::Located;
 
 use super::{TierError, TierMetrics, Tiering};
 use crate::cluster::RemoteLog;
@@ -22,13 +25,16 @@ impl Tiering {
     /// batch). `next` is the following segment, read ahead when this one is nearly done.
     pub async fn read(
         self: &Arc<Self>,
+        topic_id: &Uuid,
         segment: &RemoteSegment,
         next: Option<&RemoteSegment>,
         offset: i64,
         max_bytes: usize,
     ) -> Result<Bytes, TierError> {
         let started = Instant::now();
-        let result = self.read_inner(segment, next, offset, max_bytes).await;
+        let result = self
+            .read_inner(topic_id, segment, next, offset, max_bytes)
+            .await;
         let ms = started.elapsed().as_millis() as u64;
         let m = &self.metrics;
         TierMetrics::add(&m.remote_reads_total, 1);
@@ -47,32 +53,33 @@ impl Tiering {
 
     async fn read_inner(
         self: &Arc<Self>,
+        topic_id: &Uuid,
         segment: &RemoteSegment,
         next: Option<&RemoteSegment>,
         offset: i64,
         max_bytes: usize,
     ) -> Result<Bytes, TierError> {
-        let layout = self.cache.layout(&self.store, segment).await?;
-        let Some(first) = layout.group_for_offset(offset) else {
+        let located = self.cache.layout(&self.store, topic_id, segment).await?;
+        let Some(first) = located.layout.group_for_offset(offset) else {
             return Ok(Bytes::new());
         };
         let mut out = Vec::new();
         let mut group = first;
         loop {
-            let bytes = self.group(&layout, group).await?;
+            let bytes = self.group(&located, group).await?;
             let complete =
                 append_batches(&bytes, offset, max_bytes, &mut out, &segment.object_key)?;
             group += 1;
-            if !complete || group >= layout.groups.len() || out.len() >= max_bytes {
+            if !complete || group >= located.layout.groups.len() || out.len() >= max_bytes {
                 break;
             }
         }
-        self.prefetch(layout, group, next.cloned());
+        self.prefetch(*topic_id, located, group, next.cloned());
         Ok(Bytes::from(out))
     }
 
-    async fn group(&self, layout: &Arc<ObjectLayout>, group: usize) -> Result<Bytes, TierError> {
-        match self.cache.group(&self.store, layout, group).await {
+    async fn group(&self, located: &Located, group: usize) -> Result<Bytes, TierError> {
+        match self.cache.group(&self.store, located, group).await {
             Ok((bytes, hit)) => {
                 let counter = if hit {
                     &self.metrics.cache_hits
@@ -84,7 +91,7 @@ impl Tiering {
             }
             Err(e) => {
                 // The object may have been replaced or deleted: do not keep its footer.
-                self.cache.forget(layout);
+                self.cache.forget(located);
                 Err(e)
             }
         }
@@ -94,7 +101,8 @@ impl Tiering {
     /// background.
     fn prefetch(
         self: &Arc<Self>,
-        layout: Arc<ObjectLayout>,
+        topic_id: Uuid,
+        located: Located,
         from: usize,
         next: Option<RemoteSegment>,
     ) {
@@ -104,17 +112,18 @@ impl Tiering {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            let end = (from + ahead).min(layout.groups.len());
-            for g in from..end {
-                if this.cache.group(&this.store, &layout, g).await.is_err() {
+            let groups = located.layout.groups.len();
+            for g in from..(from + ahead).min(groups) {
+                if this.cache.group(&this.store, &located, g).await.is_err() {
                     return;
                 }
             }
-            if from + ahead > layout.groups.len() {
+            if from + ahead > groups {
                 if let Some(next) = next {
-                    if let Ok(next_layout) = this.cache.layout(&this.store, &next).await {
-                        if !next_layout.groups.is_empty() {
-                            let _ = this.cache.group(&this.store, &next_layout, 0).await;
+                    if let Ok(next_located) = this.cache.layout(&this.store, &topic_id, &next).await
+                    {
+                        if !next_located.layout.groups.is_empty() {
+                            let _ = this.cache.group(&this.store, &next_located, 0).await;
                         }
                     }
                 }
@@ -126,6 +135,7 @@ impl Tiering {
     /// at or after `min_offset` whose timestamp reaches `ts`.
     pub async fn offset_for_timestamp(
         self: &Arc<Self>,
+        topic_id: &Uuid,
         log: &RemoteLog,
         ts: i64,
         min_offset: i64,
@@ -136,12 +146,12 @@ impl Tiering {
             .iter()
             .filter(|s| s.last_offset >= min_offset && s.max_timestamp_ms >= ts)
         {
-            let layout = self.cache.layout(&self.store, segment).await?;
-            for (g, span) in layout.groups.iter().enumerate() {
+            let located = self.cache.layout(&self.store, topic_id, segment).await?;
+            for (g, span) in located.layout.groups.iter().enumerate() {
                 if span.last_offset < min_offset || span.max_timestamp < ts {
                     continue;
                 }
-                let bytes = self.group(&layout, g).await?;
+                let bytes = self.group(&located, g).await?;
                 for item in BatchIter::new(&bytes) {
                     let (header, range) = item.map_err(|e| corrupt(segment, e))?;
                     if header.last_offset() < min_offset || header.max_timestamp < ts {
@@ -163,6 +173,7 @@ impl Tiering {
     /// timestamp at or after `min_offset`, with that timestamp.
     pub async fn max_timestamp(
         self: &Arc<Self>,
+        topic_id: &Uuid,
         log: &RemoteLog,
         min_offset: i64,
     ) -> Result<Option<(i64, i64)>, TierError> {
@@ -183,6 +194,7 @@ impl Tiering {
         let top = segment.max_timestamp_ms;
         Ok(self
             .offset_for_timestamp(
+                topic_id,
                 &RemoteLog {
                     manifest: tiering::RemoteManifest {
                         topic: segment.topic.clone(),

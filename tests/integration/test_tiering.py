@@ -1121,3 +1121,30 @@ def test_tier_profile_supplies_topic_configs(broker_factory):
     with pytest.raises(Exception) as err:
         create_topic(admin, bad, partitions=1, config={"strata.tier.profile": "nope"})
     assert "INVALID_CONFIG" in str(err.value) or "nope" in str(err.value), err.value
+
+
+def test_recreated_topic_never_serves_the_old_archive(broker_factory):
+    """A tiered topic deleted and created again under the same name archives to the same
+    object keys; reads must see only the new topic's records, never the old cache or
+    objects."""
+    from confluent_kafka.admin import AdminClient
+    b = tiering_broker(broker_factory, "recreate",
+                       f"[tiering]\nupload_interval_ms = {UPLOAD_INTERVAL_MS}\n")
+    admin = admin_client(b.bootstrap)
+    topic = unique_topic("tier-recreate")
+    config = {**TIERED, "segment.bytes": str(SMALL_SEGMENT_BYTES)}
+    generations = []
+    for tag in ("old", "new"):
+        create_topic(admin, topic, partitions=1, config=config)
+        specs = varied_records(3000, 1, int(time.time() * 1000) - 60_000, tag=tag)
+        produce_specs(b.bootstrap, topic, specs)
+        want = placed([specs])[0]
+        fully_tiered(b, topic, {0: len(want)})
+        # Read it all, from the archive, so the cache holds it.
+        assert_records(consume_n(b.bootstrap, topic, 0, 0, len(want)), want, f"{topic} ({tag})")
+        generations.append(want)
+        if tag == "old":
+            admin.delete_topics([topic], operation_timeout=TIMEOUT_S)[topic].result(TIMEOUT_S)
+            poll(lambda: topic not in AdminClient({"bootstrap.servers": b.bootstrap})
+                 .list_topics(timeout=10).topics, TIMEOUT_S, f"{topic} deleted")
+    assert generations[0] != generations[1], "the generations must differ"
