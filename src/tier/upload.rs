@@ -274,16 +274,21 @@ impl Tiering {
             .collect();
         for (id, name) in gone {
             known.remove(&id);
-            if image.topic(&name).is_some() {
-                // Recreated under the same name: its new archive shares the prefix, so only
-                // the objects no manifest names go, at the next start-up sweep.
-                continue;
-            }
+            // A topic re-created under the same name shares the prefix: keep what its
+            // manifest names. No upload is in flight while this runs.
+            let named: BTreeSet<String> = image
+                .topic(&name)
+                .and_then(|m| image.remote.get(&m.id))
+                .into_iter()
+                .flat_map(|parts| parts.values())
+                .flat_map(|r| r.manifest.segments.iter().map(|s| s.object_key.clone()))
+                .collect();
             let prefix = ObjectPath::from(format!("topics/{name}"));
             let keys: Vec<String> = self
                 .store
                 .list(Some(&prefix))
                 .filter_map(|m| async move { m.ok().map(|m| m.location.to_string()) })
+                .filter(|k| std::future::ready(!named.contains(k)))
                 .collect()
                 .await;
             tracing::info!(topic = %name, objects = keys.len(), "deleting the archive of a deleted topic");

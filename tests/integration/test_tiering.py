@@ -1134,9 +1134,10 @@ def test_recreated_topic_never_serves_the_old_archive(broker_factory):
     topic = unique_topic("tier-recreate")
     config = {**TIERED, "segment.bytes": str(SMALL_SEGMENT_BYTES)}
     generations = []
-    for tag in ("old", "new"):
+    # The old generation is longer: it has objects past the new one's range, which must go.
+    for tag, count in (("old", 5000), ("new", 3000)):
         create_topic(admin, topic, partitions=1, config=config)
-        specs = varied_records(3000, 1, int(time.time() * 1000) - 60_000, tag=tag)
+        specs = varied_records(count, 1, int(time.time() * 1000) - 60_000, tag=tag)
         produce_specs(b.bootstrap, topic, specs)
         want = placed([specs])[0]
         fully_tiered(b, topic, {0: len(want)})
@@ -1148,3 +1149,13 @@ def test_recreated_topic_never_serves_the_old_archive(broker_factory):
             poll(lambda: topic not in AdminClient({"bootstrap.servers": b.bootstrap})
                  .list_topics(timeout=10).topics, TIMEOUT_S, f"{topic} deleted")
     assert generations[0] != generations[1], "the generations must differ"
+    # The old generation's objects are gone from the store: only what the new one archived.
+    store = b.data_dir / "objects" / "topics" / topic / "partition=0"
+
+    def only_new_objects():
+        e = part_status(read_status(b), topic, 0)
+        files = sorted(store.glob("*.parquet"))
+        return e is not None and len(files) == e["remote_segments"]
+    poll(only_new_objects, CATCH_UP_S, f"{topic}: only the new generation's objects remain",
+         lambda: f"{sorted(p.name for p in store.glob('*.parquet'))} vs "
+                 f"{part_status(read_status(b), topic, 0)}")
