@@ -181,7 +181,26 @@ async fn set_topic_configs(
     configs: BTreeMap<String, String>,
     validate_only: bool,
 ) -> Result<(), ServeError> {
-    TopicConfig::resolve(&broker.config, &configs)?;
+    let new = TopicConfig::resolve(&broker.config, &configs)?;
+    // Kafka's rule: tiering cannot be turned off on a topic that has archived data (its
+    // retention could then no longer reach the archive).
+    let image = broker.metadata.image();
+    let archived = image.topic(name).is_some_and(|m| {
+        image
+            .remote
+            .get(&m.id)
+            .is_some_and(|parts| parts.values().any(|r| !r.manifest.segments.is_empty()))
+    });
+    if archived && !new.remote_storage_enable {
+        return Err(crate::config::topic::TopicConfigError::Invalid {
+            name: "remote.storage.enable".into(),
+            value: "false".into(),
+            reason: "the topic has data in the object store; tiering cannot be disabled on it \
+                     (delete the topic, or lower retention.ms to let the archive expire)"
+                .into(),
+        }
+        .into());
+    }
     if validate_only {
         return Ok(());
     }

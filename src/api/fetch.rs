@@ -185,6 +185,17 @@ fn read_all(
                     )))
                 };
             // Below the local log start of a tiered partition: read from the object store.
+            // The image is taken again: an upload committed after this fetch took its image
+            // may have deleted the local copy of the offset since.
+            let fresh = matches!(
+                &result,
+                Err(ServeError::Log(LogError::OffsetOutOfRange { .. }))
+            )
+            .then(|| broker.metadata.image());
+            let remote = match (&fresh, &hosted) {
+                (Some(img), Some(h)) => img.remote_log(&h.id, p.partition),
+                _ => remote,
+            };
             let archived = match (&result, remote) {
                 (Err(ServeError::Log(LogError::OffsetOutOfRange { .. })), Some(r)) if limit > 0 => {
                     crate::tier::locate(r, p.fetch_offset)

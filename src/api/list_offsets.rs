@@ -68,9 +68,10 @@ async fn lookup(
     let o = p.offsets();
     let image = broker.metadata.image();
     let topic_id = image.topic(p.topic()).map(|m| m.id).unwrap_or_default();
+    // The remote tier counts only while it reaches the local log (see tier::log_start).
     let remote = image
         .remote_log(&topic_id, p.index())
-        .filter(|r| r.start_offset().is_some_and(|s| s < o.log_start));
+        .filter(|r| crate::tier::log_start(Some(r), o.log_start) < o.log_start);
     let start = crate::tier::log_start(remote, o.log_start);
     Ok(match timestamp {
         LATEST => Some((o.high_watermark, -1)),
@@ -91,11 +92,12 @@ async fn lookup(
         }
         ts if ts >= 0 => {
             let archived = match remote {
-                Some(r) => broker
-                    .tiering
-                    .offset_for_timestamp(&topic_id, r, ts, start)
-                    .await?
-                    .filter(|(off, _)| *off < o.log_start),
+                Some(r) => {
+                    broker
+                        .tiering
+                        .offset_for_timestamp(&topic_id, r, ts, start)
+                        .await?
+                }
                 None => None,
             };
             match archived {

@@ -302,6 +302,7 @@ mod tests {
             min_timestamp_ms: 1,
             max_timestamp_ms: 2,
             size_bytes: 100,
+            segment_bytes: 400,
             object_key: tiering::segment_key(topic, 0, first, last)
                 .unwrap()
                 .to_string(),

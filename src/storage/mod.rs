@@ -101,6 +101,15 @@ impl LogManager {
             .cloned()
     }
 
+    /// The id of the topic `p` is hosted for, if `p` is still the hosted partition of that
+    /// name (not one of a topic deleted since).
+    pub fn topic_id_of(&self, p: &Arc<Partition>) -> Option<Uuid> {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        let hosted = topics.get(p.topic())?;
+        let current = hosted.partitions.get(usize::try_from(p.index()).ok()?)?;
+        Arc::ptr_eq(current, p).then_some(hosted.id)
+    }
+
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
         let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
         topics

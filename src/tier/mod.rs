@@ -27,9 +27,15 @@ use crate::config::BrokerConfig;
 pub use status::TierStatus;
 
 /// The first offset readers may get from a partition: its remote log start when the remote
-/// tier holds data, else the local log start.
+/// tier holds data that reaches the local log (no gap between the tiers), else the local log
+/// start.
 pub fn log_start(remote: Option<&crate::cluster::RemoteLog>, local_start: i64) -> i64 {
     remote
+        .filter(|r| {
+            r.manifest
+                .end_offset()
+                .is_some_and(|end| end >= local_start)
+        })
         .and_then(|r| r.start_offset())
         .map_or(local_start, |s| s.min(local_start))
 }

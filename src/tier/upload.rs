@@ -55,7 +55,8 @@ impl Tiering {
                 .for_each_concurrent(self.config.upload_concurrency, |p| {
                     let this = self.clone();
                     let metadata = metadata.clone();
-                    async move { this.tend(&metadata, &p).await }
+                    let logs = logs.clone();
+                    async move { this.tend(&metadata, &logs, &p).await }
                 })
                 .await;
             let image = metadata.image();
@@ -65,14 +66,20 @@ impl Tiering {
     }
 
     /// One partition's round: upload, then local retention, then remote retention.
-    async fn tend(&self, metadata: &Metadata, p: &Partition) {
+    async fn tend(&self, metadata: &Metadata, logs: &LogManager, p: &Arc<Partition>) {
         let name = p.name();
         let config = p.config();
-        let Some(topic_id) = metadata.image().topic(p.topic()).map(|m| m.id) else {
+        let Some(topic_id) = logs.topic_id_of(p) else {
+            // Deleted (or deleted and re-created) since this round began: not this topic's
+            // data any more.
             return;
         };
+        if metadata.image().topic(p.topic()).map(|m| m.id) != Some(topic_id) {
+            return;
+        }
+        self.close_gap(metadata, topic_id, p).await;
         if config.remote_storage_enable {
-            match self.upload_pending(metadata, p, topic_id).await {
+            match self.upload_pending(metadata, logs, p, topic_id).await {
                 Ok(()) => self.set_error(&name, None),
                 Err(e) => {
                     TierMetrics::add(&self.metrics.upload_errors_total, 1);
@@ -121,11 +128,32 @@ impl Tiering {
         }
     }
 
+    /// When the local log start moved past everything archived (DeleteRecords, or retention
+    /// while tiering was off), the archived data is all below the log start: it goes, so the
+    /// two tiers never leave a gap between them.
+    async fn close_gap(&self, metadata: &Metadata, topic_id: Uuid, p: &Partition) {
+        let image = metadata.image();
+        let Some(end) = image
+            .remote_log(&topic_id, p.index())
+            .and_then(|r| r.start_offset().and(r.manifest.end_offset()))
+        else {
+            return;
+        };
+        let local_start = p.offsets().log_start;
+        if end < local_start {
+            tracing::info!(partition = %p.name(), remote_end = end, local_start, "archived data is below the log start; dropping it");
+            if let Err(e) = self.trim(metadata, topic_id, p, local_start).await {
+                tracing::warn!(partition = %p.name(), error = %e, "could not drop archived data below the log start");
+            }
+        }
+    }
+
     /// Archives every sealed stretch of the log past the end of the manifest.
     async fn upload_pending(
         &self,
         metadata: &Metadata,
-        p: &Partition,
+        logs: &LogManager,
+        p: &Arc<Partition>,
         topic_id: Uuid,
     ) -> Result<(), TierError> {
         loop {
@@ -134,16 +162,12 @@ impl Tiering {
             let local_start = p.offsets().log_start;
             let next = match remote.and_then(|r| r.manifest.end_offset()) {
                 Some(end) if end >= local_start => end,
-                Some(end) => {
-                    // The log start moved past everything archived (DeleteRecords): the
-                    // archived data is all below it, so it goes, and archiving restarts.
-                    tracing::info!(partition = %p.name(), remote_end = end, local_start, "archived data is below the log start; dropping it");
-                    self.trim(metadata, topic_id, p, local_start).await?;
-                    local_start
-                }
+                // A gap: close_gap drops the archive first, at the next round.
+                Some(_) => return Ok(()),
                 None => local_start,
             };
-            let data = p.read_sealed(next, self.config.max_object_bytes as usize)?;
+            let max = self.config.max_object_bytes as usize;
+            let data = tokio::task::block_in_place(|| p.read_sealed(next, max))?;
             if data.is_empty() {
                 return Ok(());
             }
@@ -164,11 +188,16 @@ impl Tiering {
                 &UploadOptions::default(),
             )
             .await?;
+            if logs.topic_id_of(p) != Some(topic_id) {
+                // The topic went away during the upload; its objects are swept.
+                return Ok(());
+            }
             metadata
                 .propose(MetadataCommand::CommitRemoteSegment {
                     topic_id,
                     segment: segment.clone(),
-                    log_start: local_start,
+                    // Read now, not before the upload: a DeleteRecords meanwhile must hold.
+                    log_start: p.offsets().log_start,
                 })
                 .await?;
             let ms = started.elapsed().as_millis() as u64;
@@ -212,7 +241,7 @@ impl Tiering {
         }
         let o = p.offsets();
         if o.log_start < log_start && log_start <= o.high_watermark {
-            p.delete_records(log_start)?;
+            tokio::task::block_in_place(|| p.delete_records(log_start))?;
         }
         Ok(())
     }
@@ -240,16 +269,39 @@ impl Tiering {
             .flat_map(|p| p.values())
             .flat_map(|r| r.manifest.segments.iter().map(|s| s.object_key.as_str()))
             .collect();
+        // Only objects that cannot hold data a reader may need: outside the partition's
+        // manifest range (an upload never committed, or a trimmed segment whose delete
+        // failed), or of a topic the metadata does not know. An unnamed object inside a
+        // manifest's range would mean the metadata and the store disagree: it is kept and
+        // reported rather than deleted.
+        let orphan = |key: &tiering::store::SegmentKey| {
+            let Some(meta) = image.topic(&key.topic) else {
+                return true;
+            };
+            match image
+                .remote_log(&meta.id, key.partition)
+                .and_then(|r| r.manifest.start_offset().zip(r.manifest.end_offset()))
+            {
+                Some((start, end)) => key.first_offset >= end || key.last_offset < start,
+                None => true,
+            }
+        };
         let mut listing = self.store.list(Some(&ObjectPath::from("topics")));
         let mut orphans = Vec::new();
         while let Some(item) = listing.next().await {
             match item {
                 Ok(meta) => {
                     let key = meta.location.to_string();
-                    if tiering::store::parse_segment_key(&meta.location).is_some()
-                        && !named.contains(key.as_str())
-                    {
+                    let Some(parsed) = tiering::store::parse_segment_key(&meta.location) else {
+                        continue;
+                    };
+                    if named.contains(key.as_str()) {
+                        continue;
+                    }
+                    if orphan(&parsed) {
                         orphans.push(key);
+                    } else {
+                        tracing::warn!(object = %key, "an object inside an archived range is not in the manifest; left in place");
                     }
                 }
                 Err(e) => {
@@ -287,7 +339,11 @@ impl Tiering {
             let keys: Vec<String> = self
                 .store
                 .list(Some(&prefix))
-                .filter_map(|m| async move { m.ok().map(|m| m.location.to_string()) })
+                .filter_map(|m| async move {
+                    m.ok()
+                        .filter(|m| tiering::store::parse_segment_key(&m.location).is_some())
+                        .map(|m| m.location.to_string())
+                })
                 .filter(|k| std::future::ready(!named.contains(k)))
                 .collect()
                 .await;

@@ -622,6 +622,11 @@ def test_tiered_topic_configs_are_described(archive):
     parts = [e for e in status["partitions"] if e["topic"] == archive.topic]
     assert int(cfg["strata.remote.size.bytes"]) == sum(e["remote_bytes"] for e in parts), cfg
     assert int(cfg["strata.local.size.bytes"]) > 0, cfg
+    # Tiering cannot be switched off on a topic with an archive (Kafka's rule).
+    with pytest.raises(Exception) as err:
+        set_topic_config(archive.broker.bootstrap, archive.topic, {"remote.storage.enable": "false"})
+    assert "INVALID_CONFIG" in str(err.value) or "object store" in str(err.value), err.value
+    assert topic_config(archive.broker.bootstrap, archive.topic)["remote.storage.enable"] == "true"
 
 
 # ---- 2. the archive as a table ----------------------------------------------------------------

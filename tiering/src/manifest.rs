@@ -23,7 +23,13 @@ pub struct RemoteSegment {
     /// Smallest and largest record timestamp, as consumers see them.
     pub min_timestamp_ms: i64,
     pub max_timestamp_ms: i64,
+    /// Bytes of the object in the store.
     pub size_bytes: u64,
+    /// Bytes of the record batches it archives, as they were in the local segment: what
+    /// `retention.bytes` counts, in the same unit as the local log. 0 in entries written
+    /// before this field existed (their object size is used then).
+    #[serde(default)]
+    pub segment_bytes: u64,
     pub object_key: String,
     /// The newest leader epoch among the segment's batches.
     pub leader_epoch: i32,
@@ -46,10 +52,20 @@ impl RemoteSegment {
             min_timestamp_ms: summary.min_timestamp,
             max_timestamp_ms: summary.max_timestamp,
             size_bytes: summary.parquet_bytes,
+            segment_bytes: summary.segment_bytes,
             object_key: key.to_string(),
             leader_epoch: summary.leader_epoch(),
             records: summary.records,
         })
+    }
+
+    /// The bytes retention counts: the archived batches' size in the log's own unit.
+    pub fn log_bytes(&self) -> u64 {
+        if self.segment_bytes > 0 {
+            self.segment_bytes
+        } else {
+            self.size_bytes
+        }
     }
 
     pub fn contains(&self, offset: i64) -> bool {
@@ -164,8 +180,8 @@ impl RemoteManifest {
     /// The oldest segments that retention removes, as a prefix of `segments`.
     ///
     /// By time: a segment whose newest record is older than `retention_ms`. By size: while the
-    /// partition (these segments plus `local_only_bytes`, the local data not archived yet)
-    /// exceeds `retention_bytes` by at least a whole segment. Stops at the first segment that
+    /// partition (these segments' log bytes plus `local_only_bytes`, the local data not
+    /// archived yet) exceeds `retention_bytes` by at least a whole segment. Stops at the first segment that
     /// neither rule removes, as Kafka does, so the remote log stays contiguous.
     pub fn expired(
         &self,
@@ -176,19 +192,20 @@ impl RemoteManifest {
         let mut excess = if retention.retention_bytes < 0 {
             None
         } else {
-            let total = self.size_bytes().saturating_add(local_only_bytes);
+            let archived: u64 = self.segments.iter().map(RemoteSegment::log_bytes).sum();
+            let total = archived.saturating_add(local_only_bytes);
             Some(total.saturating_sub(retention.retention_bytes as u64))
         };
         let mut count = 0;
         for s in &self.segments {
             let by_time = retention.retention_ms >= 0
                 && now_ms.saturating_sub(s.max_timestamp_ms) > retention.retention_ms;
-            let by_size = excess.is_some_and(|e| e >= s.size_bytes);
+            let by_size = excess.is_some_and(|e| e >= s.log_bytes());
             if !(by_time || by_size) {
                 break;
             }
             if let Some(e) = excess.as_mut() {
-                *e = e.saturating_sub(s.size_bytes);
+                *e = e.saturating_sub(s.log_bytes());
             }
             count += 1;
         }
@@ -272,6 +289,7 @@ mod tests {
             min_timestamp_ms: max_ts - 10,
             max_timestamp_ms: max_ts,
             size_bytes: size,
+            segment_bytes: 0,
             object_key: segment_key("t", 0, first, last).unwrap().to_string(),
             leader_epoch: 1,
             records: (last - first + 1) as u64,
