@@ -86,7 +86,7 @@ impl Broker {
                 )),
         );
         let producer_ids = ProducerIds::new(metadata.clone(), config.node_id);
-        let tiering = crate::tier::Tiering::open(&config)
+        let tiering = crate::tier::Tiering::open(&config, &cluster_id)
             .await
             .context("opening tiered storage")?;
         tokio::spawn(

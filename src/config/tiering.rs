@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct TieringConfig {
     /// The object store: `file:///abs/dir`, `s3://bucket/prefix`, `gs://bucket/prefix`,
-    /// `az://container/prefix`. Empty = the local directory `<data_dir>/objects`.
+    /// `az://container/prefix`. Empty = the local directory `<data_dir>/objects`. One cluster
+    /// per bucket/prefix (marked by `strata-cluster.json` there).
     pub url: String,
     /// How often the broker looks for sealed segments to upload and applies the local and
     /// remote retention of tiered topics, ms.

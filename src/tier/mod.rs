@@ -64,6 +64,57 @@ pub fn locate(
     ))
 }
 
+/// The object, at the store's prefix, naming the cluster that owns the archive there.
+const CLUSTER_MARKER: &str = "strata-cluster.json";
+
+/// Refuses a store (URL prefix) that another cluster's archive lives in: each cluster deletes
+/// objects its own metadata does not name, so two clusters on one prefix would delete each
+/// other's data. Writes the marker on first use. A store that cannot be reached now is not
+/// checked (the broker must start during a store outage); the next start checks it.
+async fn claim_store(store: &dyn ObjectStore, url: &str, cluster_id: &str) -> anyhow::Result<()> {
+    use object_store::ObjectStoreExt;
+    let marker = object_store::path::Path::from(CLUSTER_MARKER);
+    let ours = serde_json::json!({ "cluster_id": cluster_id });
+    // Bounded: a store that is down must not hold up the start through all its retries.
+    let found = tokio::time::timeout(std::time::Duration::from_secs(5), store.get(&marker)).await;
+    let Ok(found) = found else {
+        tracing::warn!(store = %url, "object store did not answer at start; uploads wait for it");
+        return Ok(());
+    };
+    match found {
+        Ok(found) => {
+            let bytes = found.bytes().await.unwrap_or_default();
+            let theirs = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| {
+                    v.get("cluster_id")
+                        .and_then(|c| c.as_str())
+                        .map(str::to_owned)
+                });
+            match theirs {
+                Some(id) if id == cluster_id => Ok(()),
+                other => anyhow::bail!(
+                    "the object store {url} holds the archive of another cluster ({}): give this \
+                     cluster its own [tiering] url (bucket or prefix); two clusters on one prefix \
+                     would delete each other's objects",
+                    other.unwrap_or_else(|| "unreadable marker".into())
+                ),
+            }
+        }
+        Err(object_store::Error::NotFound { .. }) => {
+            let body = serde_json::to_vec(&ours)?;
+            if let Err(e) = store.put(&marker, body.into()).await {
+                tracing::warn!(store = %url, error = %e, "cannot write the cluster marker; will retry at the next start");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(store = %url, error = %e, "object store unreachable at start; uploads wait for it");
+            Ok(())
+        }
+    }
+}
+
 /// Why a remote read or an upload failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TierError {
@@ -120,12 +171,14 @@ pub struct Tiering {
 }
 
 impl Tiering {
-    /// Opens the object store named by the config and the remote-read cache.
-    pub async fn open(config: &BrokerConfig) -> anyhow::Result<Arc<Self>> {
+    /// Opens the object store named by the config and the remote-read cache, and claims the
+    /// store for this cluster (see [`claim_store`]).
+    pub async fn open(config: &BrokerConfig, cluster_id: &str) -> anyhow::Result<Arc<Self>> {
         let t = &config.tiering;
         let url = t.store_url(&config.data_dir);
         let store = tiering::open_store(&url, &t.store_options())
             .map_err(|e| anyhow::anyhow!("cannot open the object store {url}: {e}"))?;
+        claim_store(store.as_ref(), &url, cluster_id).await?;
         let cache = cache::RemoteCache::open(t, &t.cache_dir(&config.data_dir)).await?;
         tracing::info!(store = %url, "tiered storage ready");
         Ok(Arc::new(Tiering {

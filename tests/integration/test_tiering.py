@@ -1164,3 +1164,20 @@ def test_recreated_topic_never_serves_the_old_archive(broker_factory):
     poll(only_new_objects, CATCH_UP_S, f"{topic}: only the new generation's objects remain",
          lambda: f"{sorted(p.name for p in store.glob('*.parquet'))} vs "
                  f"{part_status(read_status(b), topic, 0)}")
+
+
+def test_a_store_holding_another_clusters_archive_is_refused(broker_factory, tmp_path):
+    """Two clusters on one store prefix would delete each other's objects: the second is
+    refused at start with a message that says what to do."""
+    store = tmp_path / "shared-store"
+    toml = f"[tiering]\nurl = \"file://{store}\"\nupload_interval_ms = {UPLOAD_INTERVAL_MS}\n"
+    first = tiering_broker(broker_factory, "owner", toml)
+    poll(lambda: (store / "strata-cluster.json").is_file(), TIMEOUT_S, "the cluster marker")
+    first.stop()
+    # Same cluster (same data dir) again: accepted.
+    first.start()
+    first.stop()
+    second = tiering_broker(broker_factory, "intruder", toml, start=False)
+    code, log = second.start_expecting_exit()
+    assert code != 0, log
+    assert "another cluster" in log and "[tiering] url" in log, log
