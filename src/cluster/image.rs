@@ -1,6 +1,7 @@
 //! The metadata image: the state machine's view of topics. Pure data, no I/O.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -47,9 +48,11 @@ pub struct MetadataImage {
     /// handed to some broker. Absent from snapshots written before producer ids existed.
     #[serde(default)]
     pub next_producer_id: i64,
-    /// Archived data of tiered partitions, by topic id then partition.
+    /// Archived data of tiered partitions, by topic id then partition. Shared per partition:
+    /// applying a command clones the image, and an upload's commit then copies one
+    /// partition's manifest, not every archive.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub remote: BTreeMap<Uuid, BTreeMap<i32, RemoteLog>>,
+    pub remote: BTreeMap<Uuid, BTreeMap<i32, Arc<RemoteLog>>>,
     #[serde(skip)]
     ids: HashMap<Uuid, String>,
 }
@@ -64,7 +67,7 @@ impl MetadataImage {
     }
 
     pub fn remote_log(&self, topic_id: &Uuid, partition: i32) -> Option<&RemoteLog> {
-        self.remote.get(topic_id)?.get(&partition)
+        self.remote.get(topic_id)?.get(&partition).map(|l| &**l)
     }
 
     /// Rebuilds derived indexes after deserialisation.
@@ -147,25 +150,25 @@ impl MetadataImage {
                         segment.topic, segment.partition
                     )));
                 }
-                let log = self
-                    .remote
-                    .entry(*topic_id)
-                    .or_default()
-                    .entry(segment.partition)
-                    .or_insert_with(|| RemoteLog {
-                        manifest: RemoteManifest::new(segment.topic.clone(), segment.partition),
-                        log_start: *log_start,
-                    });
+                let current = self.remote_log(topic_id, segment.partition);
                 // A retried commit whose first attempt was applied.
-                if log.manifest.segments.last() == Some(segment) {
+                if current.is_some_and(|l| l.manifest.segments.last() == Some(segment)) {
                     return Ok(Applied::Done);
                 }
+                let mut log = current.cloned().unwrap_or_else(|| RemoteLog {
+                    manifest: RemoteManifest::new(segment.topic.clone(), segment.partition),
+                    log_start: *log_start,
+                });
                 if log.manifest.segments.is_empty() {
                     log.log_start = log.log_start.max(*log_start);
                 }
                 log.manifest
                     .push(segment.clone())
                     .map_err(|e| MetadataError::Manifest(e.to_string()))?;
+                self.remote
+                    .entry(*topic_id)
+                    .or_default()
+                    .insert(segment.partition, Arc::new(log));
             }
             MetadataCommand::TrimRemoteLog {
                 topic_id,
@@ -176,6 +179,7 @@ impl MetadataImage {
                     .remote
                     .get_mut(topic_id)
                     .and_then(|p| p.get_mut(partition))
+                    .map(Arc::make_mut)
                 else {
                     return Err(MetadataError::UnknownTopic(format!(
                         "no remote log for partition {partition} of topic id {topic_id}"

@@ -1,10 +1,12 @@
 //! Group commit: one fsync per partition covers every write that arrived before it started.
 //!
 //! Writers append to the page cache and ask the flusher to make their partition durable. The
-//! flusher takes every request queued so far, fsyncs each distinct partition once (in
-//! parallel, off the async workers), advances those partitions' high watermarks, and answers
-//! all the waiters. Requests that arrive while an fsync runs form the next group, so the fsync
-//! rate stays bounded (~1 per partition per fsync latency) however many writers there are.
+//! flusher takes every request queued so far and fsyncs each distinct partition once (off the
+//! async workers, partitions independently), advances its high watermark, and answers its
+//! waiters. Requests for a partition that arrive while its fsyncs run form its next group,
+//! started as soon as the partition has fewer than `MAX_SYNCS_PER_PARTITION` fsyncs running,
+//! so the fsync rate stays bounded (~2 per partition per fsync latency) however many writers
+//! there are, and one slow partition never holds up another's acknowledgements.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -68,29 +70,74 @@ impl Flusher {
     }
 }
 
+/// fsyncs of one partition in flight at once. A write that arrives while one runs starts the
+/// next right away instead of waiting for it to finish, so a write waits for about one fsync,
+/// not up to two; the page writeback of the two overlaps, and Linux makes each fsync cover
+/// everything written before it started (it also waits for pages another fsync is writing).
+const MAX_SYNCS_PER_PARTITION: usize = 2;
+
+/// One partition's flush state.
+struct Pipeline {
+    partition: Arc<Partition>,
+    in_flight: usize,
+    /// Waiters (and background requests, as `None`) not covered by a running fsync.
+    pending: Vec<Option<oneshot::Sender<FlushResult>>>,
+}
+
 async fn run(mut rx: mpsc::Receiver<Request>) {
+    let mut pipelines: HashMap<usize, Pipeline> = HashMap::new();
+    let mut syncs: JoinSet<usize> = JoinSet::new();
     let mut group = Vec::new();
-    while rx.recv_many(&mut group, QUEUE_LIMIT).await > 0 {
-        let mut by_partition: HashMap<usize, (Arc<Partition>, Vec<oneshot::Sender<FlushResult>>)> =
-            HashMap::new();
-        for req in group.drain(..) {
-            let entry = by_partition
-                .entry(Arc::as_ptr(&req.partition) as usize)
-                .or_insert_with(|| (req.partition.clone(), Vec::new()));
-            entry.1.extend(req.done);
-        }
-        let mut syncs = JoinSet::new();
-        for (_, (partition, waiters)) in by_partition {
-            syncs.spawn(async move {
-                let result = partition.flush().await.map_err(Arc::new);
-                if let Err(e) = &result {
-                    tracing::error!(partition = %partition.name(), error = %e, "fsync failed");
+    loop {
+        tokio::select! {
+            received = rx.recv_many(&mut group, QUEUE_LIMIT) => {
+                if received == 0 && syncs.is_empty() {
+                    return;
                 }
-                for w in waiters {
-                    let _ = w.send(result.clone());
+                for req in group.drain(..) {
+                    let key = Arc::as_ptr(&req.partition) as usize;
+                    pipelines
+                        .entry(key)
+                        .or_insert_with(|| Pipeline {
+                            partition: req.partition.clone(),
+                            in_flight: 0,
+                            pending: Vec::new(),
+                        })
+                        .pending
+                        .push(req.done);
                 }
-            });
+                if received == 0 {
+                    // The broker is shutting down: finish the running fsyncs.
+                    while syncs.join_next().await.is_some() {}
+                    return;
+                }
+            }
+            Some(done) = syncs.join_next(), if !syncs.is_empty() => {
+                if let Ok(key) = done {
+                    if let Some(p) = pipelines.get_mut(&key) {
+                        p.in_flight -= 1;
+                    }
+                }
+            }
         }
-        while syncs.join_next().await.is_some() {}
+        // Start an fsync for every partition with uncovered writes and room in its pipeline.
+        pipelines.retain(|&key, p| {
+            if !p.pending.is_empty() && p.in_flight < MAX_SYNCS_PER_PARTITION {
+                p.in_flight += 1;
+                let partition = p.partition.clone();
+                let waiters: Vec<_> = p.pending.drain(..).flatten().collect();
+                syncs.spawn(async move {
+                    let result = partition.flush().await.map_err(Arc::new);
+                    if let Err(e) = &result {
+                        tracing::error!(partition = %partition.name(), error = %e, "fsync failed");
+                    }
+                    for w in waiters {
+                        let _ = w.send(result.clone());
+                    }
+                    key
+                });
+            }
+            p.in_flight > 0 || !p.pending.is_empty()
+        });
     }
 }
