@@ -55,6 +55,35 @@ pub struct Offsets {
     pub log_end: i64,
 }
 
+/// Tiered topics archive every batch as one Parquet row per record, so their batches must
+/// decode record by record (Kafka's broker validates records on produce the same way). A batch
+/// that could not be converted is refused here, to its producer, instead of stopping the
+/// partition's archive later (which would keep its local data until the disk fills).
+fn check_archivable(records: &[u8]) -> Result<(), LogError> {
+    for raw in tiering::batch::split_batches(records) {
+        let raw = raw.map_err(|e| LogError::CorruptBatch(e.to_string()))?;
+        let batch = tiering::batch::Batch::decode(&raw)
+            .map_err(|e| LogError::InvalidRecord(format!("batch at byte {}: {e}", raw.position)))?;
+        let mut previous = -1;
+        for r in &batch.records {
+            if r.offset_delta <= previous || r.offset_delta > batch.last_offset_delta {
+                return Err(LogError::InvalidRecord(format!(
+                    "batch at byte {}: record offset deltas must increase within 0..={}",
+                    raw.position, batch.last_offset_delta
+                )));
+            }
+            previous = r.offset_delta;
+        }
+        if batch.records.is_empty() {
+            return Err(LogError::InvalidRecord(format!(
+                "batch at byte {} holds no records",
+                raw.position
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Partition {
     pub fn new(
         topic: Arc<str>,
@@ -136,6 +165,9 @@ impl Partition {
     /// An idempotent producer's retry is answered with the original's offsets; it still waits
     /// for the flush like any write, because the original may not be durable yet.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<Appended, LogError> {
+        if self.lock().config.remote_storage_enable {
+            check_archivable(records)?;
+        }
         let mut buf = records.to_vec();
         let mut st = self.lock();
         let res = st.log.append(&mut buf, now_ms, 0)?;

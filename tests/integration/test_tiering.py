@@ -1181,3 +1181,42 @@ def test_a_store_holding_another_clusters_archive_is_refused(broker_factory, tmp
     code, log = second.start_expecting_exit()
     assert code != 0, log
     assert "another cluster" in log and "[tiering] url" in log, log
+
+
+def produce_error(port: int, topic: str, batch: bytes) -> int:
+    """Produce v3 of one batch to partition 0: the partition's error code."""
+    payload = wire.exchange(port, wire.produce_request(4242, topic, 0, batch), timeout_s=TIMEOUT_S)
+    assert payload is not None, "no produce response"
+    r = wire.Reader(payload)
+    assert r.i32() == 4242
+    assert r.i32() == 1  # topics
+    r.take(r.i16())  # name
+    assert r.i32() == 1  # partitions
+    assert r.i32() == 0
+    return r.i16()
+
+
+def test_tiered_topic_refuses_batches_that_could_not_be_archived(broker_factory):
+    """A batch with a valid CRC whose records do not decode would stop the partition's
+    archive for good: a tiered topic refuses it (INVALID_RECORD) and keeps serving; an
+    untiered topic stores batches as sent."""
+    b = tiering_broker(broker_factory, "validate",
+                       f"[tiering]\nupload_interval_ms = {UPLOAD_INTERVAL_MS}\n")
+    admin = admin_client(b.bootstrap)
+    tiered, plain = unique_topic("tier-validate"), unique_topic("plain-validate")
+    create_topic(admin, tiered, partitions=1, config={**TIERED, "segment.bytes": str(SMALL_SEGMENT_BYTES)})
+    create_topic(admin, plain, partitions=1)
+    good = wire.record_batch([(b"k", b"v", []), (None, b"w", [])], int(time.time() * 1000))
+    # The first record's key claims 63 bytes inside an 8-byte record; the CRC matches the lie,
+    # so only decoding the records finds it.
+    bad = bytearray(good)
+    assert bad[61:66] == bytes([0x10, 0x00, 0x00, 0x00, 0x02]), bad[61:66]
+    bad[65] = 0x7E
+    bad[17:21] = struct.pack(">I", wire.crc32c(bytes(bad[21:])))
+    INVALID_RECORD = 87
+    assert produce_error(b.port, tiered, bytes(bad)) == INVALID_RECORD
+    assert produce_error(b.port, tiered, good) == 0
+    assert produce_error(b.port, plain, bytes(bad)) == 0
+    got = consume_n(b.bootstrap, tiered, 0, 0, 2)
+    assert [(r.key, r.value) for r in got] == [(b"k", b"v"), (None, b"w")]
+    b.assert_alive()
