@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod log;
+pub mod replication;
 pub mod server;
 pub mod storage;
 pub mod tier;
