@@ -10,6 +10,7 @@ pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
+pub mod http;
 pub mod log;
 pub mod replication;
 pub mod server;

@@ -183,6 +183,18 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
         node_id = broker.node_id,
         "strata broker ready"
     );
+    if !broker.config.http_listen.is_empty() {
+        match TcpListener::bind(&broker.config.http_listen).await {
+            Ok(http) => {
+                tracing::info!(http = %broker.config.http_listen, "admin HTTP ready: /metrics, /v1/tier/status, /health");
+                tokio::spawn(strata::http::serve(http, broker.clone()));
+            }
+            Err(e) => tracing::warn!(
+                http = %broker.config.http_listen, error = %e,
+                "cannot listen for admin HTTP; running without /metrics (set http_listen to a free address, or empty)"
+            ),
+        }
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(strata::server::serve(listener, broker.clone(), stop_rx));
     stop.await;

@@ -38,6 +38,9 @@ pub struct BrokerConfig {
     pub listen: String,
     /// host:port clients are told to connect to (Metadata). Empty = same as `listen`.
     pub advertised_listener: String,
+    /// Admin HTTP address: Prometheus text at /metrics, tier status JSON at /v1/tier/status,
+    /// /health. Empty = off. A port already taken is logged and the broker runs without it.
+    pub http_listen: String,
     /// Root of all local state: partition logs, the Raft metadata log, cluster identity.
     pub data_dir: PathBuf,
     /// Create a topic when a client names an unknown one in Metadata or Produce.
@@ -128,6 +131,7 @@ impl Default for BrokerConfig {
             node_id: 1,
             listen: "127.0.0.1:9092".into(),
             advertised_listener: String::new(),
+            http_listen: "127.0.0.1:9644".into(),
             data_dir: PathBuf::from("./data"),
             auto_create_topics_enable: true,
             num_partitions: 3,

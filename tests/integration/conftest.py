@@ -102,6 +102,8 @@ class Broker:
         # out of the test so every run sees the documented defaults.
         env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
         env.setdefault("RUST_BACKTRACE", "1")
+        # Many brokers run at once: no admin HTTP port unless a test asks for one.
+        env["STRATA_HTTP_LISTEN"] = ""
         env.update(self.extra_env)
         return env
 

@@ -1220,3 +1220,49 @@ def test_tiered_topic_refuses_batches_that_could_not_be_archived(broker_factory)
     got = consume_n(b.bootstrap, tiered, 0, 0, 2)
     assert [(r.key, r.value) for r in got] == [(b"k", b"v"), (None, b"w")]
     b.assert_alive()
+
+
+def test_admin_http_serves_metrics_and_tier_status(broker_factory):
+    """Prometheus text at /metrics and the tier status JSON at /v1/tier/status, on the admin
+    HTTP port."""
+    import urllib.request
+    port = free_port()
+    b = tiering_broker(broker_factory, "http",
+                       f"[tiering]\nupload_interval_ms = {UPLOAD_INTERVAL_MS}\n", start=False)
+    b.extra_env["STRATA_HTTP_LISTEN"] = f"127.0.0.1:{port}"
+    b.start()
+    topic = unique_topic("tier-http")
+    create_topic(admin_client(b.bootstrap), topic, partitions=1,
+                 config={**TIERED, "segment.bytes": str(SMALL_SEGMENT_BYTES)})
+    specs = varied_records(2000, 1, int(time.time() * 1000) - 60_000, tag="http")
+    produce_specs(b.bootstrap, topic, specs)
+    fully_tiered(b, topic, {0: len(specs)})
+
+    def get(path: str) -> tuple[int, str, str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=TIMEOUT_S) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read().decode()
+
+    status, ctype, text = poll(lambda: _try(get, "/metrics"), TIMEOUT_S, "GET /metrics")
+    assert status == 200 and ctype.startswith("text/plain"), (status, ctype)
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    assert samples["strata_tier_uploads_total"] > 0, text[:2000]
+    assert samples[f'strata_tier_remote_bytes{{topic="{topic}",partition="0"}}'] > 0, text[:2000]
+    assert samples[f'strata_partition_high_watermark{{topic="{topic}",partition="0"}}'] == len(specs)
+    assert "# TYPE strata_tier_upload_lag_bytes gauge" in text
+
+    status, ctype, body = get("/v1/tier/status")
+    assert status == 200 and ctype == "application/json"
+    parsed = json.loads(body)
+    assert any(p["topic"] == topic for p in parsed["partitions"]), parsed
+    assert get("/health")[2] == "ok\n"
+
+
+def _try(get, path):
+    try:
+        return get(path)
+    except OSError:
+        return None
