@@ -117,6 +117,11 @@ pub fn metrics(broker: &Broker) -> String {
         "A partition's high watermark (next offset readers may see).",
         &hws,
     );
+    crate::storage::metrics::FSYNC.render(
+        "strata_fsync_duration_seconds",
+        "Time of each partition fsync (group commit and background flushes).",
+        &mut out,
+    );
 
     let status = broker
         .tiering

@@ -6,6 +6,7 @@
 //! Must not touch: metadata (it only reads the image it is given).
 
 mod flusher;
+pub mod metrics;
 mod partition;
 
 pub use flusher::{FlushResult, Flusher};

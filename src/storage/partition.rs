@@ -204,9 +204,14 @@ impl Partition {
             let file = st.log.flush_handle().map_err(std::io::Error::other)?;
             (file, st.log.log_end_offset())
         };
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(std::io::Error::other)??;
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let r = file.sync_data();
+            super::metrics::FSYNC.record(started.elapsed());
+            r
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         {
             let mut st = self.lock();
             st.unflushed_messages = 0;

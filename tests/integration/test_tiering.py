@@ -1253,6 +1253,10 @@ def test_admin_http_serves_metrics_and_tier_status(broker_factory):
     assert samples[f'strata_tier_remote_bytes{{topic="{topic}",partition="0"}}'] > 0, text[:2000]
     assert samples[f'strata_partition_high_watermark{{topic="{topic}",partition="0"}}'] == len(specs)
     assert "# TYPE strata_tier_upload_lag_bytes gauge" in text
+    # Every acknowledged produce was fsynced (group commit): the fsync histogram saw them.
+    assert samples["strata_fsync_duration_seconds_count"] > 0, text[:2000]
+    assert samples['strata_fsync_duration_seconds_bucket{le="+Inf"}'] == \
+        samples["strata_fsync_duration_seconds_count"]
 
     status, ctype, body = get("/v1/tier/status")
     assert status == 200 and ctype == "application/json"
