@@ -122,6 +122,16 @@ pub fn metrics(broker: &Broker) -> String {
         "Time of each partition fsync (group commit and background flushes).",
         &mut out,
     );
+    crate::storage::metrics::APPEND.render(
+        "strata_append_duration_seconds",
+        "Time of each produce append (validation and page-cache write, partition locked).",
+        &mut out,
+    );
+    crate::storage::metrics::PRODUCE.render(
+        "strata_produce_duration_seconds",
+        "Time of each Produce request (acks 1 or all) in the broker, to its response.",
+        &mut out,
+    );
 
     let status = broker
         .tiering

@@ -29,6 +29,7 @@ pub async fn handle(
 ) -> Result<Reply, ApiError> {
     let acks = req.acks;
     let now = crate::now_ms();
+    let started = std::time::Instant::now();
     let mut topics = Vec::with_capacity(req.topic_data.len());
     let mut pending = Vec::new();
     for (ti, t) in req.topic_data.into_iter().enumerate() {
@@ -112,6 +113,7 @@ pub async fn handle(
             topics[p.topic].partition_responses.push(resp);
         }
         let body = ProduceResponse::default().with_responses(topics);
+        crate::storage::metrics::PRODUCE.record(started.elapsed());
         match super::encode_frame(api, version, correlation_id, &body) {
             Ok(bytes) => bytes,
             Err(e) => {

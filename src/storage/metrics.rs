@@ -19,6 +19,14 @@ pub struct Histogram {
 /// Every partition fsync (group commit and background flushes).
 pub static FSYNC: Histogram = Histogram::new();
 
+/// Every Produce request with acks 1 or all, from decoding to its response being ready
+/// (appends plus the group-commit wait).
+pub static PRODUCE: Histogram = Histogram::new();
+
+/// Every produce append to a partition: validation, offset assignment and the write into the
+/// page cache, with the partition locked.
+pub static APPEND: Histogram = Histogram::new();
+
 impl Histogram {
     const fn new() -> Histogram {
         Histogram {

@@ -168,9 +168,12 @@ impl Partition {
         if self.lock().config.remote_storage_enable {
             check_archivable(records)?;
         }
+        let started = std::time::Instant::now();
         let mut buf = records.to_vec();
         let mut st = self.lock();
-        let res = st.log.append(&mut buf, now_ms, 0)?;
+        let res = st.log.append(&mut buf, now_ms, 0);
+        super::metrics::APPEND.record(started.elapsed());
+        let res = res?;
         let count = if res.duplicate {
             0
         } else {

@@ -1257,6 +1257,8 @@ def test_admin_http_serves_metrics_and_tier_status(broker_factory):
     assert samples["strata_fsync_duration_seconds_count"] > 0, text[:2000]
     assert samples['strata_fsync_duration_seconds_bucket{le="+Inf"}'] == \
         samples["strata_fsync_duration_seconds_count"]
+    assert samples["strata_produce_duration_seconds_count"] > 0, text[:2000]
+    assert samples["strata_append_duration_seconds_count"] > 0, text[:2000]
 
     status, ctype, body = get("/v1/tier/status")
     assert status == 200 and ctype == "application/json"
