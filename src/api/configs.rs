@@ -103,11 +103,8 @@ fn tier_sizes(
     let Some(hosted) = broker.logs.topic(&meta.name) else {
         return Vec::new();
     };
-    let tiered = hosted
-        .partitions
-        .iter()
-        .any(|p| p.config().remote_storage_enable)
-        || image.remote.contains_key(&meta.id);
+    let tiered =
+        hosted.partitions.iter().any(|p| p.tiered()) || image.remote.contains_key(&meta.id);
     if !tiered {
         return Vec::new();
     }

@@ -204,8 +204,7 @@ impl LogManager {
                     for p in self.all_partitions() {
                         // Tiered partitions: local and total retention are applied by the
                         // tiering task, which knows what has been archived.
-                        let tiered = p.config().remote_storage_enable && !p.topic().starts_with("__");
-                        let retention = if tiered {
+                        let retention = if p.tiered() {
                             Ok(0)
                         } else {
                             tokio::task::block_in_place(|| p.apply_retention(now))

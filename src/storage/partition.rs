@@ -6,7 +6,7 @@
 //! records, so a consumer never reads a record that a crash could take back.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -29,6 +29,9 @@ pub struct Partition {
     dir: PathBuf,
     state: Mutex<State>,
     high_watermark: AtomicI64,
+    /// Sealed segments are archived to the object store: `remote.storage.enable`, never for
+    /// internal topics. Kept beside the config so the produce path reads it without the lock.
+    tiered: AtomicBool,
     /// Bumped whenever any partition's high watermark moves (wakes long-polling fetches).
     data_changed: watch::Sender<u64>,
 }
@@ -53,6 +56,11 @@ pub struct Offsets {
     pub log_start: i64,
     pub high_watermark: i64,
     pub log_end: i64,
+}
+
+/// Internal topics (`__consumer_offsets`) are never tiered, whatever the broker default.
+fn is_tiered(topic: &str, config: &TopicConfig) -> bool {
+    config.remote_storage_enable && !topic.starts_with("__")
 }
 
 /// Tiered topics archive every batch as one Parquet row per record, so their batches must
@@ -96,7 +104,9 @@ impl Partition {
     ) -> Self {
         // Everything recovered from disk survived a restart, so it is all visible.
         let hw = log.log_end_offset();
+        let tiered = AtomicBool::new(is_tiered(&topic, &config));
         Self {
+            tiered,
             topic,
             index,
             dir,
@@ -137,8 +147,15 @@ impl Partition {
 
     pub fn set_config(&self, config: TopicConfig) {
         let mut st = self.lock();
+        self.tiered
+            .store(is_tiered(&self.topic, &config), Ordering::Relaxed);
         st.log.set_config(config.to_log_config());
         st.config = config;
+    }
+
+    /// Sealed segments of this partition go to the object store.
+    pub fn tiered(&self) -> bool {
+        self.tiered.load(Ordering::Relaxed)
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -165,7 +182,7 @@ impl Partition {
     /// An idempotent producer's retry is answered with the original's offsets; it still waits
     /// for the flush like any write, because the original may not be durable yet.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<Appended, LogError> {
-        if self.lock().config.remote_storage_enable {
+        if self.tiered() {
             check_archivable(records)?;
         }
         let started = std::time::Instant::now();

@@ -140,9 +140,20 @@ impl Tiering {
         ts: i64,
         min_offset: i64,
     ) -> Result<Option<(i64, i64)>, TierError> {
-        for segment in log
-            .manifest
-            .segments
+        self.first_at_or_after(topic_id, &log.manifest.segments, ts, min_offset)
+            .await
+    }
+
+    /// The first record at or after `min_offset` in `segments` (offset order) whose
+    /// timestamp reaches `ts`.
+    async fn first_at_or_after(
+        self: &Arc<Self>,
+        topic_id: &Uuid,
+        segments: &[RemoteSegment],
+        ts: i64,
+        min_offset: i64,
+    ) -> Result<Option<(i64, i64)>, TierError> {
+        for segment in segments
             .iter()
             .filter(|s| s.last_offset >= min_offset && s.max_timestamp_ms >= ts)
         {
@@ -193,19 +204,7 @@ impl Tiering {
         };
         let top = segment.max_timestamp_ms;
         Ok(self
-            .offset_for_timestamp(
-                topic_id,
-                &RemoteLog {
-                    manifest: tiering::RemoteManifest {
-                        topic: segment.topic.clone(),
-                        partition: segment.partition,
-                        segments: vec![segment.clone()],
-                    },
-                    log_start: min_offset,
-                },
-                top,
-                min_offset,
-            )
+            .first_at_or_after(topic_id, std::slice::from_ref(segment), top, min_offset)
             .await?
             .filter(|(_, ts)| *ts == top))
     }

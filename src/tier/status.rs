@@ -65,7 +65,7 @@ impl Tiering {
                 continue;
             };
             let remote = image.remote_log(&meta.id, p.index());
-            if !p.config().remote_storage_enable && remote.is_none() {
+            if !p.tiered() && remote.is_none() {
                 continue;
             }
             let o = p.offsets();

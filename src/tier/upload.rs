@@ -26,11 +26,6 @@ use crate::cluster::{Metadata, MetadataCommand, MetadataImage};
 use crate::config::BrokerConfig;
 use crate::storage::{LogManager, Partition};
 
-/// Internal topics are never tiered.
-fn tierable(topic: &str) -> bool {
-    !topic.starts_with("__")
-}
-
 impl Tiering {
     /// Runs the upload and retention loop until the process ends.
     pub async fn run(
@@ -49,7 +44,7 @@ impl Tiering {
             let partitions: Vec<Arc<Partition>> = logs
                 .all_partitions()
                 .into_iter()
-                .filter(|p| tierable(p.topic()))
+                .filter(|p| !p.topic().starts_with("__"))
                 .collect();
             futures::stream::iter(partitions)
                 .for_each_concurrent(self.config.upload_concurrency, |p| {
@@ -78,7 +73,7 @@ impl Tiering {
             return;
         }
         self.close_gap(metadata, topic_id, p).await;
-        if config.remote_storage_enable {
+        if p.tiered() {
             match self.upload_pending(metadata, logs, p, topic_id).await {
                 Ok(()) => self.set_error(&name, None),
                 Err(e) => {
@@ -93,8 +88,8 @@ impl Tiering {
             return;
         };
         let now = crate::now_ms();
-        if config.remote_storage_enable {
-            let uploaded_end = remote.manifest.end_offset().unwrap_or(i64::MIN);
+        let uploaded_end = remote.manifest.end_offset().unwrap_or(i64::MIN);
+        if p.tiered() {
             match tokio::task::block_in_place(|| p.apply_local_retention(now, uploaded_end)) {
                 Ok(0) => {}
                 Ok(n) => {
@@ -104,7 +99,6 @@ impl Tiering {
             }
         }
         // Total retention covers both tiers; local data not archived yet counts towards size.
-        let uploaded_end = remote.manifest.end_offset().unwrap_or(i64::MIN);
         let local_only: u64 = p
             .segment_spans()
             .iter()
