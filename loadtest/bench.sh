@@ -11,7 +11,7 @@
 #   (a) 1 producer, 1 KiB records, 1 partition, unthrottled: acks=1 and acks=all
 #   (b) 4 producers, 100-byte records, 12 partitions, unthrottled, acks=1
 #   (c) consume 2 GiB from the start of a topic
-#   (d) end-to-end latency at 50% of (a)'s acks=all rate (linger 5 ms)
+#   (d) end-to-end latency at 50% of (a)'s acks=all rate (linger 1 ms)
 #   (e) (a) acks=all and (d) again on a topic with flush.messages=100000 (page-cache acks)
 #
 # Environment:
@@ -158,7 +158,7 @@ run_suite() {
   settle
   step "[$name] (d) end-to-end latency at ${rate} records/s (50% of (a) acks=all), ${e2e_secs} s"
   e2e_or_fail "$out.d" --bootstrap-server "$bs" --topic d-e2e --partitions 1 --rate "$rate" \
-    --duration-secs "$e2e_secs" --record-size 1024 --acks all --linger-ms 5 --batch-size 1048576
+    --duration-secs "$e2e_secs" --record-size 1024 --acks all --linger-ms 1 --batch-size 1048576
 
   settle
   step "[$name] (e) flush.messages=100000: (a) acks=all and (d) again"
@@ -167,7 +167,7 @@ run_suite() {
     --json >"$out.eprod.json"
   settle
   e2e_or_fail "$out.e" --bootstrap-server "$bs" --topic e-e2e --partitions 1 --rate "$rate" \
-    --duration-secs "$e2e_secs" --record-size 1024 --acks all --linger-ms 5 --batch-size 1048576 \
+    --duration-secs "$e2e_secs" --record-size 1024 --acks all --linger-ms 1 --batch-size 1048576 \
     --topic-config flush.messages=100000
 }
 
@@ -267,7 +267,7 @@ rows += [
     ("(c) consume from the start, 1 KiB records", "records/s", "{:,.0f}", lambda s: load(s, "c")["fetch_records_per_sec"]),
     ("(c) consume from the start, 1 KiB records", "MiB/s", "{:,.1f}", lambda s: load(s, "c")["fetch_mib_per_sec"]),
 ]
-rows += e2e("d", "(d) e2e at 50% of (a) acks=all; acks=all, linger 5 ms")
+rows += e2e("d", "(d) e2e at 50% of (a) acks=all; acks=all, linger 1 ms")
 rows += prod("eprod", "(e) flush.messages=100000, 1 KiB, acks=all")
 rows += e2e("e", "(e) flush.messages=100000, e2e at the (d) rate")
 

@@ -15,6 +15,8 @@ const FRAME: usize = 12;
 const MAGIC_AT: usize = 16;
 /// Where lastOffsetDelta sits: ... magic (1), crc (4), attributes (2).
 const LAST_OFFSET_DELTA_AT: usize = 23;
+/// Where the attributes sit: ... magic (1), crc (4).
+const ATTRIBUTES_AT: usize = 21;
 /// The fixed part of a v2 batch header.
 const HEADER: usize = 61;
 
@@ -77,6 +79,63 @@ pub fn complete_batches(records: &Bytes) -> Result<Vec<Batch>> {
         at += total;
     }
     Ok(out)
+}
+
+impl Batch {
+    /// Whether the records are stored uncompressed (attributes bits 0-2 are 0), so
+    /// [`values_from`](Self::values_from) can walk them in place.
+    pub fn is_plain(&self) -> bool {
+        self.data.len() >= HEADER
+            && i16::from_be_bytes([self.data[ATTRIBUTES_AT], self.data[ATTRIBUTES_AT + 1]]) & 0x7
+                == 0
+    }
+
+    /// Calls `f` with the value of every record at or after offset `from` of an uncompressed
+    /// batch, walking the records in place (no decoding into owned records, no second CRC
+    /// pass: [`complete_batches`] checked it). A null value is passed as empty.
+    pub fn values_from(&self, from: i64, mut f: impl FnMut(&[u8])) -> Result<()> {
+        if !self.is_plain() {
+            bail!("batch at offset {} is compressed", self.base_offset);
+        }
+        let mut at = HEADER;
+        let data = &self.data[..];
+        for _ in 0..self.records {
+            let len = varint(data, &mut at)?;
+            let end = at
+                .checked_add(usize::try_from(len).context("negative record length")?)
+                .filter(|&e| e <= data.len())
+                .context("record runs past its batch")?;
+            let mut p = at + 1; // attributes
+            varint(data, &mut p)?; // timestamp delta
+            let offset_delta = varint(data, &mut p)?;
+            let key_len = varint(data, &mut p)?;
+            p += usize::try_from(key_len.max(0)).unwrap_or(0);
+            let value_len = varint(data, &mut p)?;
+            if self.base_offset + offset_delta >= from {
+                let value = match usize::try_from(value_len) {
+                    Ok(n) => data.get(p..p + n).context("value runs past its record")?,
+                    Err(_) => &[][..], // null
+                };
+                f(value);
+            }
+            at = end;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a zigzag varint (Kafka's record fields) at `*at`, advancing it.
+fn varint(data: &[u8], at: &mut usize) -> Result<i64> {
+    let mut raw = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *data.get(*at).context("varint runs past its batch")?;
+        *at += 1;
+        raw |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+        }
+    }
+    bail!("varint longer than 10 bytes")
 }
 
 #[cfg(test)]
@@ -144,6 +203,49 @@ mod tests {
             .unwrap()
             .is_empty());
         assert!(complete_batches(&Bytes::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn walks_values_of_plain_batches_in_place() {
+        let mut all = BytesMut::new();
+        all.extend_from_slice(&batch(100, 300, Compression::None));
+        all.extend_from_slice(&batch(400, 3, Compression::Lz4));
+        let got = complete_batches(&all.freeze()).unwrap();
+        assert!(got[0].is_plain() && !got[1].is_plain());
+        let mut seen = Vec::new();
+        got[0].values_from(250, |v| seen.push(v.to_vec())).unwrap();
+        assert_eq!(seen.len(), 150, "offsets 250..400");
+        assert!(seen.iter().all(|v| v == &vec![b'x'; 100]));
+        assert!(got[1].values_from(0, |_| ()).is_err());
+    }
+
+    #[test]
+    fn reads_zigzag_varints() {
+        for v in [
+            0i64,
+            -1,
+            1,
+            63,
+            -64,
+            64,
+            300,
+            -300,
+            i32::MAX as i64,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let mut enc = Vec::new();
+            let mut z = ((v << 1) ^ (v >> 63)) as u64;
+            while z >= 0x80 {
+                enc.push((z as u8) | 0x80);
+                z >>= 7;
+            }
+            enc.push(z as u8);
+            let mut at = 0;
+            assert_eq!(varint(&enc, &mut at).unwrap(), v);
+            assert_eq!(at, enc.len());
+        }
+        assert!(varint(&[0x80], &mut 0).is_err());
     }
 
     #[test]

@@ -128,7 +128,17 @@ async fn fetch_loop(
                         continue; // a batch before the one asked for (brokers may resend it)
                     }
                     bytes += b.data.len() as u64;
-                    if cfg.stamped && b.records > 0 {
+                    if cfg.stamped && b.records > 0 && b.is_plain() {
+                        let now_unix = clock.unix_ns(clock.now_ns());
+                        b.values_from(*offset, |v| {
+                            let stamp = stamp_of(v).unwrap_or(now_unix);
+                            latencies.push(now_unix.saturating_sub(stamp) / 1000);
+                        })
+                        .with_context(|| {
+                            format!("reading {}-{index} at {}", cfg.topic.name, b.base_offset)
+                        })?;
+                    } else if cfg.stamped && b.records > 0 {
+                        // Compressed: decode (and decompress) to reach the values.
                         let now_unix = clock.unix_ns(clock.now_ns());
                         let set =
                             RecordBatchDecoder::decode(&mut b.data.clone()).with_context(|| {
