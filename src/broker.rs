@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::cluster::{Metadata, MetadataCommand, ProducerIds, TopicMeta};
+use crate::cluster::controller::{self, Leases};
+use crate::cluster::{BrokerRegistration, Metadata, MetadataCommand, ProducerIds, TopicMeta};
 use crate::config::BrokerConfig;
 use crate::coordinator::Coordinator;
 use crate::storage::LogManager;
@@ -23,6 +24,10 @@ pub struct Broker {
     pub producer_ids: ProducerIds,
     /// The object store tier: uploads, remote reads, their cache.
     pub tiering: Arc<crate::tier::Tiering>,
+    /// This start's registration with the quorum.
+    pub registration: BrokerRegistration,
+    /// The heartbeat task, stopped before a controlled shutdown fences this broker.
+    heartbeats: tokio::task::AbortHandle,
     /// Held for the broker's lifetime so two brokers never share a data dir.
     _dir_lock: File,
 }
@@ -44,6 +49,33 @@ impl Broker {
         let metadata = Metadata::start(&data.join("raft"), config.node_id as u64, &cluster_id)
             .await
             .context("starting the metadata quorum")?;
+        let (host, port) = config.advertised();
+        let registration = BrokerRegistration {
+            id: config.node_id,
+            incarnation: uuid::Uuid::new_v4(),
+            host,
+            port,
+            rack: Some(config.broker_rack.clone()).filter(|r| !r.is_empty()),
+            fenced: false,
+            heartbeats: 0,
+        };
+        metadata
+            .propose(MetadataCommand::RegisterBroker(registration.clone()))
+            .await
+            .context("registering this broker with the metadata quorum")?;
+        let leases = Leases {
+            heartbeat_interval: std::time::Duration::from_millis(
+                config.broker_heartbeat_interval_ms,
+            ),
+            session_timeout: std::time::Duration::from_millis(config.broker_session_timeout_ms),
+        };
+        let heartbeats = tokio::spawn(controller::heartbeat(
+            metadata.clone(),
+            registration.clone(),
+            leases,
+        ))
+        .abort_handle();
+        tokio::spawn(controller::run(metadata.clone(), leases));
         let logs = Arc::new(LogManager::new(&config).context("opening the log directory")?);
         let image = metadata.image();
         logs.remove_orphans(&image);
@@ -103,6 +135,8 @@ impl Broker {
             cluster_id,
             metadata,
             logs,
+            registration,
+            heartbeats,
             _dir_lock: lock,
         }))
     }
@@ -114,6 +148,25 @@ impl Broker {
     }
 
     pub async fn shutdown(&self) {
+        // Controlled shutdown: give up leadership through the quorum before going away, so
+        // clients move to the new leaders at once instead of after the lease expires.
+        self.heartbeats.abort();
+        let fence = MetadataCommand::FenceBroker {
+            id: self.node_id,
+            incarnation: self.registration.incarnation,
+        };
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.metadata.propose(fence),
+        )
+        .await
+        {
+            Ok(Ok(())) => tracing::info!("controlled shutdown: partition leadership moved away"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "controlled shutdown could not reach the quorum")
+            }
+            Err(_) => tracing::warn!("controlled shutdown timed out reaching the quorum"),
+        }
         tokio::task::block_in_place(|| self.logs.close());
         self.tiering.close().await;
         self.metadata.shutdown().await;
@@ -132,12 +185,20 @@ async fn ensure_offsets_topic(
         // Small segments let compaction (coordinator/store.rs) free disk soon after it moves
         // the log start past old records.
         configs.insert("segment.bytes".to_string(), "16777216".to_string());
-        let meta = TopicMeta {
-            name: name.to_string(),
-            id: uuid::Uuid::new_v4(),
-            partitions: config.offsets_topic_num_partitions,
-            configs,
-        };
+        let replicas = metadata
+            .image()
+            .place(
+                0,
+                config.offsets_topic_num_partitions,
+                config.offsets_topic_replication_factor,
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "creating {name}: {e}; start more brokers or lower \
+                     offsets_topic_replication_factor"
+                )
+            })?;
+        let meta = TopicMeta::new(name.to_string(), configs, replicas);
         metadata
             .propose(MetadataCommand::CreateTopic(meta))
             .await

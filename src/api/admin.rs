@@ -20,23 +20,29 @@ use super::{str_bytes, ApiError, Ctx, Reply};
 use crate::broker::Broker;
 use crate::log::LogError;
 
-/// Every partition has had one leader, this broker, since creation.
-const LEADER_EPOCH: i32 = 0;
-
 pub fn describe_cluster(
     broker: &Arc<Broker>,
     ctx: &Ctx,
     _req: DescribeClusterRequest,
 ) -> Result<Reply, ApiError> {
-    let (host, port) = broker.config.advertised();
+    let image = broker.metadata.image();
+    let brokers = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(str_bytes))
+        })
+        .collect();
     let resp = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(broker.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.node_id))
+        .with_controller_id(BrokerId(broker.metadata.controller_id()))
         .with_endpoint_type(1)
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.node_id))
-            .with_host(str_bytes(host))
-            .with_port(port)]);
+        .with_brokers(brokers);
     ctx.reply(&resp)
 }
 
@@ -120,6 +126,7 @@ pub fn offset_for_leader_epoch(
     req: OffsetForLeaderEpochRequest,
 ) -> Result<Reply, ApiError> {
     let mut topics = Vec::with_capacity(req.topics.len());
+    let image = broker.metadata.image();
     for t in req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
@@ -127,18 +134,26 @@ pub fn offset_for_leader_epoch(
                 .with_partition(p.partition)
                 .with_leader_epoch(-1)
                 .with_end_offset(-1);
-            match broker.logs.partition(&t.topic.0, p.partition) {
-                None => r = r.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                Some(_) if p.current_leader_epoch > LEADER_EPOCH => {
-                    r = r.with_error_code(ResponseError::UnknownLeaderEpoch.code())
+            let leader = super::check_leader(
+                &image,
+                &t.topic.0,
+                p.partition,
+                broker.node_id,
+                p.current_leader_epoch,
+            );
+            match (leader, broker.logs.partition(&t.topic.0, p.partition)) {
+                (Err(e), _) => r = r.with_error_code(e.code()),
+                (Ok(_), None) => {
+                    r = r.with_error_code(ResponseError::UnknownTopicOrPartition.code())
                 }
-                // The only epoch ends at the log end; later epochs are unknown.
-                Some(partition) if p.leader_epoch == LEADER_EPOCH => {
+                // Every epoch so far continued the same log (one replica per partition), so
+                // an epoch the partition has had ends at the log end; later ones are unknown.
+                (Ok(epoch), Some(partition)) if (0..=epoch).contains(&p.leader_epoch) => {
                     r = r
-                        .with_leader_epoch(LEADER_EPOCH)
+                        .with_leader_epoch(p.leader_epoch)
                         .with_end_offset(partition.offsets().log_end)
                 }
-                Some(_) => {}
+                (Ok(_), Some(_)) => {}
             }
             partitions.push(r);
         }

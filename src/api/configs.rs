@@ -104,11 +104,11 @@ fn tier_sizes(
         return Vec::new();
     };
     let tiered =
-        hosted.partitions.iter().any(|p| p.tiered()) || image.remote.contains_key(&meta.id);
+        hosted.partitions.values().any(|p| p.tiered()) || image.remote.contains_key(&meta.id);
     if !tiered {
         return Vec::new();
     }
-    let local: u64 = hosted.partitions.iter().map(|p| p.size_bytes()).sum();
+    let local: u64 = hosted.partitions.values().map(|p| p.size_bytes()).sum();
     let remote: u64 = image.remote.get(&meta.id).map_or(0, |parts| {
         parts.values().map(|r| r.manifest.size_bytes()).sum()
     });

@@ -25,6 +25,14 @@ pub enum ServeError {
     UnknownTopicOrPartition(String),
     #[error("unknown topic id {0}")]
     UnknownTopicId(String),
+    #[error("This broker is not the leader of {0}; refresh metadata")]
+    NotLeaderOrFollower(String),
+    #[error("{0} has no leader: its in-sync replicas are all offline")]
+    LeaderNotAvailable(String),
+    #[error("{0}: leader epoch {1} is older than the current {2}")]
+    FencedLeaderEpoch(String, i32, i32),
+    #[error("{0}: leader epoch {1} is newer than the current {2}")]
+    UnknownLeaderEpoch(String, i32, i32),
     #[error("{0}")]
     InvalidPartitions(String),
     #[error("{0}")]
@@ -85,8 +93,17 @@ pub fn error_code(e: &ServeError) -> ResponseError {
                 ResponseError::InvalidPartitions
             }
             ClusterError::Rejected(
-                MetadataError::ProducerIdsExhausted { .. } | MetadataError::Manifest(_),
+                MetadataError::ProducerIdsExhausted { .. }
+                | MetadataError::Manifest(_)
+                | MetadataError::StaleBroker(_),
             ) => ResponseError::UnknownServerError,
+            ClusterError::Rejected(MetadataError::Invalid(_)) => ResponseError::InvalidRequest,
+            ClusterError::Rejected(MetadataError::StaleLeaderEpoch { .. }) => {
+                ResponseError::FencedLeaderEpoch
+            }
+            ClusterError::Rejected(MetadataError::PreferredLeaderNotAvailable) => {
+                ResponseError::PreferredLeaderNotAvailable
+            }
             ClusterError::NoLeader(_) => ResponseError::NotController,
             ClusterError::Storage(_) | ClusterError::Raft(_) => ResponseError::UnknownServerError,
         },
@@ -94,6 +111,10 @@ pub fn error_code(e: &ServeError) -> ResponseError {
         ServeError::InvalidTopic(_) => ResponseError::InvalidTopicException,
         ServeError::UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
         ServeError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
+        ServeError::NotLeaderOrFollower(_) => ResponseError::NotLeaderOrFollower,
+        ServeError::LeaderNotAvailable(_) => ResponseError::LeaderNotAvailable,
+        ServeError::FencedLeaderEpoch(..) => ResponseError::FencedLeaderEpoch,
+        ServeError::UnknownLeaderEpoch(..) => ResponseError::UnknownLeaderEpoch,
         ServeError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         ServeError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         ServeError::InvalidRequest(_) => ResponseError::InvalidRequest,

@@ -150,10 +150,18 @@ fn read_all(
             if req.isolation_level == 0 {
                 data = data.with_aborted_transactions(None);
             }
-            let partition = hosted.as_ref().and_then(|h| {
-                h.partitions
-                    .get(usize::try_from(p.partition).ok()?)
-                    .cloned()
+            let partition = hosted
+                .as_ref()
+                .and_then(|h| h.partitions.get(&p.partition).cloned());
+            let not_leader = name.as_deref().and_then(|n| {
+                super::check_leader(
+                    &image,
+                    n,
+                    p.partition,
+                    broker.node_id,
+                    p.current_leader_epoch,
+                )
+                .err()
             });
             let remote = hosted
                 .as_ref()
@@ -164,6 +172,8 @@ fn read_all(
                     Err(ServeError::InvalidRequest(format!(
                         "replica id {replica}: only brokers may fetch as replicas"
                     )))
+                } else if let Some(e) = not_leader {
+                    Err(e)
                 } else if let Some(partition) = &partition {
                     // The first partition with data may exceed max_bytes by one batch (KIP-74).
                     limit = (p.partition_max_bytes.max(0) as usize)

@@ -35,8 +35,9 @@ pub fn find_coordinator(
     ctx: &Ctx,
     req: FindCoordinatorRequest,
 ) -> Result<Reply, ApiError> {
-    let (host, port) = broker.config.advertised();
-    let lookup = |key: &str| -> Result<(), ServeError> {
+    let image = broker.metadata.image();
+    // The coordinator of a group is the leader of its __consumer_offsets partition.
+    let lookup = |key: &str| -> Result<(i32, String, i32), ServeError> {
         if req.key_type != GROUP_KEY {
             return Err(ServeError::CoordinatorUnavailable(
                 "only group coordinators exist; transactions are not offered yet".into(),
@@ -47,7 +48,24 @@ pub fn find_coordinator(
                 crate::coordinator::CoordinatorError::InvalidGroupId,
             ));
         }
-        Ok(())
+        let partition = broker.coordinator.partition_of(key);
+        let leader = image
+            .topic(crate::coordinator::store::TOPIC)
+            .and_then(|t| t.leader(partition));
+        if leader == Some(broker.node_id) || leader.is_none() && image.brokers.is_empty() {
+            let (host, port) = broker.config.advertised();
+            return Ok((broker.node_id, host, port));
+        }
+        leader
+            .and_then(|id| image.brokers.get(&id))
+            .filter(|b| !b.fenced)
+            .map(|b| (b.id, b.host.clone(), b.port))
+            .ok_or_else(|| {
+                ServeError::CoordinatorUnavailable(format!(
+                    "partition {partition} of {} has no leader",
+                    crate::coordinator::store::TOPIC
+                ))
+            })
     };
     let mut resp = FindCoordinatorResponse::default();
     if ctx.version >= 4 {
@@ -57,9 +75,9 @@ pub fn find_coordinator(
             .map(|key| {
                 let c = Coordinator::default().with_key(key.clone());
                 match lookup(key) {
-                    Ok(()) => c
-                        .with_node_id(BrokerId(broker.node_id))
-                        .with_host(str_bytes(host.clone()))
+                    Ok((id, host, port)) => c
+                        .with_node_id(BrokerId(id))
+                        .with_host(str_bytes(host))
                         .with_port(port),
                     Err(e) => c
                         .with_node_id(BrokerId(-1))
@@ -71,9 +89,9 @@ pub fn find_coordinator(
             .collect();
     } else {
         match lookup(&req.key) {
-            Ok(()) => {
+            Ok((id, host, port)) => {
                 resp = resp
-                    .with_node_id(BrokerId(broker.node_id))
+                    .with_node_id(BrokerId(id))
                     .with_host(str_bytes(host))
                     .with_port(port);
             }

@@ -25,6 +25,7 @@ pub async fn handle(
     req: ListOffsetsRequest,
 ) -> Result<Reply, ApiError> {
     let mut topics = Vec::with_capacity(req.topics.len());
+    let image = broker.metadata.image();
     for t in req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
@@ -33,12 +34,25 @@ pub async fn handle(
                 .with_timestamp(-1)
                 .with_offset(-1);
             // leader_epoch exists from v4; older versions refuse a non-default value.
-            if ctx.version >= 4 {
-                r = r.with_leader_epoch(0);
+            let current_epoch = if ctx.version >= 4 {
+                p.current_leader_epoch
+            } else {
+                -1
+            };
+            let leader = super::check_leader(
+                &image,
+                &t.name.0,
+                p.partition_index,
+                broker.node_id,
+                current_epoch,
+            );
+            if let (Ok(epoch), true) = (&leader, ctx.version >= 4) {
+                r = r.with_leader_epoch(*epoch);
             }
-            let outcome = match broker.logs.partition(&t.name.0, p.partition_index) {
-                Some(partition) => lookup(broker, &partition, p.timestamp).await,
-                None => Err(ServeError::UnknownTopicOrPartition(format!(
+            let outcome = match (leader, broker.logs.partition(&t.name.0, p.partition_index)) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Some(partition)) => lookup(broker, &partition, p.timestamp).await,
+                (Ok(_), None) => Err(ServeError::UnknownTopicOrPartition(format!(
                     "{}-{}",
                     &*t.name.0, p.partition_index
                 ))),

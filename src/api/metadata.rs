@@ -7,6 +7,7 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::error::ServeError;
@@ -53,14 +54,34 @@ pub async fn handle(
             topics.push(entry);
         }
     }
-    let (host, port) = broker.config.advertised();
+    let image = broker.metadata.image();
+    let mut brokers: Vec<MetadataResponseBroker> = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(str_bytes))
+        })
+        .collect();
+    if !brokers.iter().any(|b| b.node_id.0 == broker.node_id) {
+        // Clients must always be able to reach the broker they asked, even while its own
+        // registration is fenced or not yet applied.
+        let (host, port) = broker.config.advertised();
+        brokers.push(
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(broker.node_id))
+                .with_host(str_bytes(host))
+                .with_port(port),
+        );
+    }
     let resp = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(broker.node_id))
-            .with_host(str_bytes(host))
-            .with_port(port)])
+        .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.node_id))
+        .with_controller_id(BrokerId(broker.metadata.controller_id()))
         .with_topics(topics);
     ctx.reply(&resp)
 }
@@ -96,15 +117,32 @@ async fn auto_create_or_fail(
 }
 
 fn describe(broker: &Broker, meta: &TopicMeta) -> MetadataResponseTopic {
-    let me = BrokerId(broker.node_id);
+    let live = broker.metadata.image().live_brokers();
+    let ids = |ids: &mut dyn Iterator<Item = i32>| ids.map(BrokerId).collect::<Vec<_>>();
     let partitions = (0..meta.partitions)
         .map(|i| {
-            MetadataResponsePartition::default()
-                .with_partition_index(i)
-                .with_leader_id(me)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![me])
-                .with_isr_nodes(vec![me])
+            let out = MetadataResponsePartition::default().with_partition_index(i);
+            let Some(p) = meta.partition(i) else {
+                // Not placed yet (a topic from before placement, until a broker registers).
+                return out
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1));
+            };
+            let out = out
+                .with_leader_id(BrokerId(p.leader.unwrap_or(-1)))
+                .with_leader_epoch(p.epoch)
+                .with_replica_nodes(ids(&mut p.replicas.iter().copied()))
+                .with_isr_nodes(ids(&mut p.isr.iter().copied()))
+                .with_offline_replicas(ids(&mut p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !live.contains(r))));
+            if p.leader.is_none() {
+                out.with_error_code(ResponseError::LeaderNotAvailable.code())
+            } else {
+                out
+            }
         })
         .collect();
     MetadataResponseTopic::default()

@@ -196,3 +196,35 @@ pub async fn handle(
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
+
+/// Whether this broker leads `topic`-`index` in `image`, returning the leader epoch: a
+/// client request for a partition led elsewhere gets NOT_LEADER_OR_FOLLOWER (and refreshes
+/// its metadata), one with no leader LEADER_NOT_AVAILABLE. A client that names the leader
+/// epoch it knows (`current_epoch`, -1 = none) gets FENCED_LEADER_EPOCH when that is older
+/// than the partition's and UNKNOWN_LEADER_EPOCH when newer (KIP-320). Unknown topics and
+/// partitions pass with epoch 0: the caller answers those.
+pub(crate) fn check_leader(
+    image: &crate::cluster::MetadataImage,
+    topic: &str,
+    index: i32,
+    me: i32,
+    current_epoch: i32,
+) -> Result<i32, error::ServeError> {
+    let Some(p) = image.topic(topic).and_then(|t| t.partition(index)) else {
+        return Ok(0);
+    };
+    let name = || format!("{topic}-{index}");
+    match p.leader {
+        _ if current_epoch >= 0 && current_epoch < p.epoch => Err(
+            error::ServeError::FencedLeaderEpoch(name(), current_epoch, p.epoch),
+        ),
+        _ if current_epoch > p.epoch => Err(error::ServeError::UnknownLeaderEpoch(
+            name(),
+            current_epoch,
+            p.epoch,
+        )),
+        Some(leader) if leader == me => Ok(p.epoch),
+        Some(_) => Err(error::ServeError::NotLeaderOrFollower(name())),
+        None => Err(error::ServeError::LeaderNotAvailable(name())),
+    }
+}

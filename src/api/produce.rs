@@ -32,6 +32,7 @@ pub async fn handle(
     let started = std::time::Instant::now();
     let mut topics = Vec::with_capacity(req.topic_data.len());
     let mut pending = Vec::new();
+    let image = broker.metadata.image();
     for (ti, t) in req.topic_data.into_iter().enumerate() {
         topics.push(TopicProduceResponse::default().with_name(t.name.clone()));
         let hosted = broker.logs.topic(&t.name.0);
@@ -44,9 +45,13 @@ pub async fn handle(
             let mut flush = None;
             let partition = hosted
                 .as_ref()
-                .and_then(|h| h.partitions.get(usize::try_from(pd.index).ok()?).cloned());
+                .and_then(|h| h.partitions.get(&pd.index).cloned());
             let outcome = if !matches!(acks, -1..=1) {
                 Err(ServeError::InvalidRequiredAcks(acks))
+            } else if let Err(e) =
+                super::check_leader(&image, &t.name.0, pd.index, broker.node_id, -1)
+            {
+                Err(e)
             } else if super::topics::is_internal(&t.name.0) {
                 Err(ServeError::InvalidTopic(format!(
                     "Cannot append to internal topic {}",

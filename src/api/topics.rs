@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::error::ServeError;
 use super::{str_bytes, ApiError, Ctx, Reply};
 use crate::broker::Broker;
-use crate::cluster::{MetadataCommand, TopicMeta};
+use crate::cluster::{MetadataCommand, MetadataImage, TopicMeta};
 use crate::config::topic::{self, TopicConfig};
 
 /// Most partitions one topic may have; each is a directory of open files.
@@ -85,24 +85,16 @@ pub async fn create_topic(
     } else {
         t.replication_factor
     };
-    if rf != 1 {
-        return Err(ServeError::InvalidReplicationFactor(format!(
-            "Replication factor {rf} is invalid: this cluster has 1 broker"
-        )));
-    }
     let config = TopicConfig::resolve(&broker.config, &t.configs)?;
-    if broker.metadata.image().topic(t.name).is_some() {
+    let image = broker.metadata.image();
+    if image.topic(t.name).is_some() {
         return Err(crate::cluster::ClusterError::Rejected(
             crate::cluster::MetadataError::TopicExists(t.name.to_string()),
         )
         .into());
     }
-    let meta = TopicMeta {
-        name: t.name.to_string(),
-        id: Uuid::new_v4(),
-        partitions,
-        configs: t.configs,
-    };
+    let replicas = place_replicas(&image, 0, partitions, rf)?;
+    let meta = TopicMeta::new(t.name.to_string(), t.configs, replicas);
     if !validate_only {
         broker
             .metadata
@@ -112,6 +104,21 @@ pub async fn create_topic(
         tracing::info!(topic = %meta.name, partitions, "created topic");
     }
     Ok((meta, config))
+}
+
+/// Replica lists for new partitions `first..first + count` on the live brokers.
+fn place_replicas(
+    image: &MetadataImage,
+    first: i32,
+    count: i32,
+    replication_factor: i16,
+) -> Result<Vec<Vec<i32>>, ServeError> {
+    image.place(first, count, replication_factor).map_err(|e| {
+        ServeError::InvalidReplicationFactor(format!(
+            "Replication factor: {replication_factor} larger than available brokers: {}.",
+            e.available
+        ))
+    })
 }
 
 pub async fn create(
@@ -289,11 +296,18 @@ pub async fn create_partitions(
             Some(_) if t.count > MAX_PARTITIONS => Err(ServeError::InvalidPartitions(format!(
                 "at most {MAX_PARTITIONS} partitions per topic"
             ))),
-            Some(_) if req.validate_only => Ok(()),
-            Some(_) => {
-                match broker.metadata.propose(MetadataCommand::CreatePartitions { name: name.clone(), count: t.count }).await {
-                    Ok(()) => broker.sync_logs().map_err(ServeError::from),
-                    Err(e) => Err(e.into()),
+            Some(meta) => {
+                let rf = meta.partition(0).map_or(1, |p| p.replicas.len() as i16);
+                match place_replicas(&image, meta.partitions, t.count - meta.partitions, rf) {
+                    Err(e) => Err(e),
+                    Ok(_) if req.validate_only => Ok(()),
+                    Ok(replicas) => {
+                        let grow = MetadataCommand::CreatePartitions { name: name.clone(), count: t.count, replicas };
+                        match broker.metadata.propose(grow).await {
+                            Ok(()) => broker.sync_logs().map_err(ServeError::from),
+                            Err(e) => Err(e.into()),
+                        }
+                    }
                 }
             }
         };

@@ -1,6 +1,6 @@
 //! The metadata image: the state machine's view of topics. Pure data, no I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use tiering::RemoteManifest;
 
+use super::placement::{self, Candidate, NotEnoughBrokers};
 use super::types::{Applied, MetadataCommand, MetadataError};
+use crate::replication::PartitionRecord;
 
 /// One topic as agreed by the quorum.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +20,59 @@ pub struct TopicMeta {
     pub partitions: i32,
     /// Topic-level config overrides (Kafka names); unset keys take broker defaults.
     pub configs: BTreeMap<String, String>,
+    /// Each partition's replicas, leader, leader epoch and ISR, by partition index. Shorter
+    /// than `partitions` only for topics created before placement existed, until the first
+    /// broker registers and adopts them.
+    #[serde(default)]
+    pub assignment: Vec<PartitionRecord>,
+}
+
+impl TopicMeta {
+    /// A new topic whose partition `i` has the replicas `replicas[i]` (the first leads).
+    pub fn new(
+        name: String,
+        configs: BTreeMap<String, String>,
+        replicas: Vec<Vec<i32>>,
+    ) -> TopicMeta {
+        TopicMeta {
+            name,
+            id: Uuid::new_v4(),
+            partitions: replicas.len() as i32,
+            configs,
+            assignment: replicas.into_iter().map(PartitionRecord::new).collect(),
+        }
+    }
+
+    pub fn partition(&self, index: i32) -> Option<&PartitionRecord> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.assignment.get(i))
+    }
+
+    /// The partition's leader, if it has one.
+    pub fn leader(&self, index: i32) -> Option<i32> {
+        self.partition(index).and_then(|p| p.leader)
+    }
+}
+
+/// A broker as registered with the quorum (Kafka's BrokerRegistration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub id: i32,
+    /// Chosen at each start; a registration or heartbeat from an older incarnation of the
+    /// same id is stale.
+    pub incarnation: Uuid,
+    /// The advertised Kafka listener.
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    /// Fenced brokers (lease expired, or shut down) lead nothing and leave ISRs.
+    #[serde(default)]
+    pub fenced: bool,
+    /// Heartbeats applied for this incarnation; the controller watches it move to tell
+    /// a live broker from one whose lease is running out.
+    #[serde(default)]
+    pub heartbeats: u64,
 }
 
 /// A partition's archived data: the manifest of its objects in the object store, and the
@@ -53,6 +108,9 @@ pub struct MetadataImage {
     /// partition's manifest, not every archive.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub remote: BTreeMap<Uuid, BTreeMap<i32, Arc<RemoteLog>>>,
+    /// Registered brokers by id.
+    #[serde(default)]
+    pub brokers: BTreeMap<i32, BrokerRegistration>,
     #[serde(skip)]
     ids: HashMap<Uuid, String>,
 }
@@ -68,6 +126,64 @@ impl MetadataImage {
 
     pub fn remote_log(&self, topic_id: &Uuid, partition: i32) -> Option<&RemoteLog> {
         self.remote.get(topic_id)?.get(&partition).map(|l| &**l)
+    }
+
+    /// Brokers whose lease is current: they may lead and be in ISRs.
+    pub fn live_brokers(&self) -> BTreeSet<i32> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect()
+    }
+
+    /// Replica lists for new partitions `first..first + count` on the live brokers (see
+    /// [`placement`](super::placement)); each new topic starts the rotation one broker on.
+    pub fn place(
+        &self,
+        first: i32,
+        count: i32,
+        replication_factor: i16,
+    ) -> Result<Vec<Vec<i32>>, NotEnoughBrokers> {
+        let live: Vec<Candidate> = self
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| Candidate {
+                id: b.id,
+                rack: b.rack.clone(),
+            })
+            .collect();
+        let rf = usize::try_from(replication_factor).unwrap_or(0);
+        placement::place(&live, first, count, rf, self.topics.len())
+    }
+
+    /// Applies `change` to every partition that has `broker` among its replicas.
+    fn for_replicas_of(&mut self, broker: i32, mut change: impl FnMut(&mut PartitionRecord)) {
+        for topic in self.topics.values_mut() {
+            for p in topic.assignment.iter_mut() {
+                if p.replicas.contains(&broker) {
+                    change(p);
+                }
+            }
+        }
+    }
+
+    fn partition_mut(
+        &mut self,
+        topic_id: &Uuid,
+        partition: i32,
+    ) -> Result<&mut PartitionRecord, MetadataError> {
+        let unknown = || MetadataError::UnknownTopic(format!("{topic_id}-{partition}"));
+        let name = self.ids.get(topic_id).ok_or_else(unknown)?;
+        self.topics
+            .get_mut(name)
+            .and_then(|t| {
+                usize::try_from(partition)
+                    .ok()
+                    .and_then(|i| t.assignment.get_mut(i))
+            })
+            .ok_or_else(unknown)
     }
 
     /// Rebuilds derived indexes after deserialisation.
@@ -86,6 +202,18 @@ impl MetadataImage {
                 if self.topics.contains_key(&meta.name) {
                     return Err(MetadataError::TopicExists(meta.name.clone()));
                 }
+                // Only topics from before placement existed come without one, and only
+                // before any broker registered.
+                if meta.assignment.len() != meta.partitions as usize
+                    && !(meta.assignment.is_empty() && self.brokers.is_empty())
+                {
+                    return Err(MetadataError::Invalid(format!(
+                        "topic '{}' has {} partitions but {} replica assignments",
+                        meta.name,
+                        meta.partitions,
+                        meta.assignment.len()
+                    )));
+                }
                 self.ids.insert(meta.id, meta.name.clone());
                 self.topics.insert(meta.name.clone(), meta.clone());
             }
@@ -97,7 +225,12 @@ impl MetadataImage {
                 self.ids.remove(&meta.id);
                 self.remote.remove(&meta.id);
             }
-            MetadataCommand::CreatePartitions { name, count } => {
+            MetadataCommand::CreatePartitions {
+                name,
+                count,
+                replicas,
+            } => {
+                let legacy = self.brokers.is_empty();
                 let meta = self
                     .topics
                     .get_mut(name)
@@ -109,7 +242,103 @@ impl MetadataImage {
                         requested: *count,
                     });
                 }
+                let added = (*count - meta.partitions) as usize;
+                if replicas.len() != added && !(legacy && replicas.is_empty()) {
+                    return Err(MetadataError::Invalid(format!(
+                        "{added} new partitions of '{name}' but {} replica assignments",
+                        replicas.len()
+                    )));
+                }
+                if meta.assignment.len() == meta.partitions as usize {
+                    meta.assignment
+                        .extend(replicas.iter().cloned().map(PartitionRecord::new));
+                }
                 meta.partitions = *count;
+            }
+            MetadataCommand::RegisterBroker(reg) => {
+                if self.brokers.is_empty() {
+                    // The first broker of a cluster whose topics predate placement adopts
+                    // them: they were all on the one broker that wrote them.
+                    for topic in self.topics.values_mut() {
+                        for _ in topic.assignment.len()..topic.partitions as usize {
+                            topic.assignment.push(PartitionRecord::new(vec![reg.id]));
+                        }
+                    }
+                }
+                let id = reg.id;
+                let mut reg = reg.clone();
+                reg.fenced = false;
+                reg.heartbeats = 0;
+                self.brokers.insert(id, reg);
+                let live = self.live_brokers();
+                self.for_replicas_of(id, |p| {
+                    p.on_broker_unfenced(&live);
+                });
+            }
+            MetadataCommand::BrokerHeartbeat { id, incarnation } => {
+                let reg = self
+                    .brokers
+                    .get_mut(id)
+                    .filter(|b| b.incarnation == *incarnation)
+                    .ok_or(MetadataError::StaleBroker(*id))?;
+                reg.heartbeats += 1;
+                if reg.fenced {
+                    reg.fenced = false;
+                    let live = self.live_brokers();
+                    self.for_replicas_of(*id, |p| {
+                        p.on_broker_unfenced(&live);
+                    });
+                }
+            }
+            MetadataCommand::FenceBroker { id, incarnation } => {
+                let Some(reg) = self
+                    .brokers
+                    .get_mut(id)
+                    .filter(|b| b.incarnation == *incarnation && !b.fenced)
+                else {
+                    return Ok(Applied::Done); // already fenced, or re-registered since
+                };
+                reg.fenced = true;
+                let live = self.live_brokers();
+                self.for_replicas_of(*id, |p| {
+                    p.on_broker_fenced(*id, &live);
+                });
+            }
+            MetadataCommand::AlterPartition {
+                topic_id,
+                partition,
+                leader,
+                proposal,
+            } => {
+                let live = self.live_brokers();
+                let p = self.partition_mut(topic_id, *partition)?;
+                // ISR members must be replicas and live (a fenced broker cannot rejoin).
+                if !proposal
+                    .isr
+                    .iter()
+                    .all(|r| p.replicas.contains(r) && live.contains(r))
+                {
+                    return Err(MetadataError::Invalid(format!(
+                        "ISR {:?} names a broker that is not a live replica of {topic_id}-{partition}",
+                        proposal.isr
+                    )));
+                }
+                if p.alter_isr(*leader, proposal).is_none() {
+                    return Err(MetadataError::StaleLeaderEpoch {
+                        epoch: proposal.leader_epoch,
+                        current: p.epoch,
+                    });
+                }
+            }
+            MetadataCommand::ElectPreferredLeader {
+                topic_id,
+                partition,
+            } => {
+                let live = self.live_brokers();
+                let p = self.partition_mut(topic_id, *partition)?;
+                if !p.elect_preferred(&live) {
+                    return Err(MetadataError::PreferredLeaderNotAvailable);
+                }
             }
             MetadataCommand::SetTopicConfigs { name, configs } => {
                 let meta = self
@@ -204,12 +433,11 @@ mod tests {
     use super::*;
 
     fn topic(name: &str, partitions: i32) -> TopicMeta {
-        TopicMeta {
-            name: name.into(),
-            id: Uuid::new_v4(),
-            partitions,
-            configs: BTreeMap::new(),
-        }
+        TopicMeta::new(
+            name.into(),
+            BTreeMap::new(),
+            (0..partitions).map(|_| vec![1]).collect(),
+        )
     }
 
     #[test]
@@ -225,6 +453,7 @@ mod tests {
         let shrink = MetadataCommand::CreatePartitions {
             name: "orders".into(),
             count: 2,
+            replicas: vec![],
         };
         assert!(matches!(
             img.apply(&shrink),
@@ -233,6 +462,7 @@ mod tests {
         img.apply(&MetadataCommand::CreatePartitions {
             name: "orders".into(),
             count: 5,
+            replicas: vec![vec![1], vec![1]],
         })
         .unwrap();
         assert_eq!(img.topic("orders").map(|m| m.partitions), Some(5));
@@ -371,5 +601,139 @@ mod tests {
         })
         .unwrap();
         assert!(img.remote.is_empty());
+    }
+
+    fn reg(id: i32) -> BrokerRegistration {
+        BrokerRegistration {
+            id,
+            incarnation: Uuid::new_v4(),
+            host: "127.0.0.1".into(),
+            port: 9092 + id,
+            rack: None,
+            fenced: false,
+            heartbeats: 0,
+        }
+    }
+
+    #[test]
+    fn the_first_broker_adopts_topics_from_before_placement() {
+        let mut img = MetadataImage::default();
+        let mut legacy = topic("old", 3);
+        legacy.assignment.clear();
+        img.apply(&MetadataCommand::CreateTopic(legacy)).unwrap();
+        img.apply(&MetadataCommand::CreatePartitions {
+            name: "old".into(),
+            count: 4,
+            replicas: vec![],
+        })
+        .unwrap();
+        img.apply(&MetadataCommand::RegisterBroker(reg(7))).unwrap();
+        let t = img.topic("old").unwrap();
+        assert_eq!(t.assignment.len(), 4);
+        assert!((0..4).all(|i| t.leader(i) == Some(7)));
+        // Once brokers exist, a topic must come placed.
+        let mut unplaced = topic("new", 2);
+        unplaced.assignment.clear();
+        assert!(matches!(
+            img.apply(&MetadataCommand::CreateTopic(unplaced)),
+            Err(MetadataError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn fencing_moves_leadership_within_the_isr_and_heartbeats_bring_brokers_back() {
+        let mut img = MetadataImage::default();
+        let (b1, b2, b3) = (reg(1), reg(2), reg(3));
+        for b in [&b1, &b2, &b3] {
+            img.apply(&MetadataCommand::RegisterBroker(b.clone()))
+                .unwrap();
+        }
+        let placed = img.place(0, 3, 3).unwrap();
+        let t = TopicMeta::new("t".into(), BTreeMap::new(), placed);
+        let id = t.id;
+        img.apply(&MetadataCommand::CreateTopic(t)).unwrap();
+        let p0 = img.topic("t").unwrap().partition(0).unwrap().clone();
+        let first = p0.leader.unwrap();
+        let lead = [&b1, &b2, &b3].into_iter().find(|b| b.id == first).unwrap();
+        img.apply(&MetadataCommand::FenceBroker {
+            id: lead.id,
+            incarnation: lead.incarnation,
+        })
+        .unwrap();
+        let p0 = img.topic("t").unwrap().partition(0).unwrap().clone();
+        assert_ne!(p0.leader, Some(first));
+        assert!(p0.leader.is_some());
+        assert_eq!(p0.epoch, 1);
+        assert!(!p0.isr.contains(&first));
+        assert!(!img.live_brokers().contains(&first));
+        // A stale incarnation's heartbeat is refused; the broker must register again.
+        assert_eq!(
+            img.apply(&MetadataCommand::BrokerHeartbeat {
+                id: first,
+                incarnation: Uuid::new_v4()
+            }),
+            Err(MetadataError::StaleBroker(first))
+        );
+        img.apply(&MetadataCommand::BrokerHeartbeat {
+            id: first,
+            incarnation: lead.incarnation,
+        })
+        .unwrap();
+        assert!(img.live_brokers().contains(&first));
+        // It is not in the ISR yet, so it cannot take leadership back.
+        assert_eq!(
+            img.apply(&MetadataCommand::ElectPreferredLeader {
+                topic_id: id,
+                partition: 0
+            }),
+            Err(MetadataError::PreferredLeaderNotAvailable)
+        );
+        // The leader adds it back to the ISR; a stale epoch is refused.
+        let leader = p0.leader.unwrap();
+        let mut isr = p0.isr.clone();
+        isr.insert(first);
+        let alter = |leader_epoch| MetadataCommand::AlterPartition {
+            topic_id: id,
+            partition: 0,
+            leader,
+            proposal: crate::replication::IsrProposal {
+                leader_epoch,
+                isr: isr.clone(),
+            },
+        };
+        assert!(matches!(
+            img.apply(&alter(0)),
+            Err(MetadataError::StaleLeaderEpoch { .. })
+        ));
+        img.apply(&alter(1)).unwrap();
+        img.apply(&MetadataCommand::ElectPreferredLeader {
+            topic_id: id,
+            partition: 0,
+        })
+        .unwrap();
+        let p0 = img.topic("t").unwrap().partition(0).unwrap();
+        assert_eq!((p0.leader, p0.epoch), (Some(first), 2));
+    }
+
+    #[test]
+    fn the_last_isr_member_stays_and_the_partition_waits_for_it() {
+        let mut img = MetadataImage::default();
+        let b1 = reg(1);
+        img.apply(&MetadataCommand::RegisterBroker(b1.clone()))
+            .unwrap();
+        img.apply(&MetadataCommand::CreateTopic(topic("solo", 1)))
+            .unwrap();
+        img.apply(&MetadataCommand::FenceBroker {
+            id: 1,
+            incarnation: b1.incarnation,
+        })
+        .unwrap();
+        let p = img.topic("solo").unwrap().partition(0).unwrap().clone();
+        assert_eq!(p.leader, None);
+        assert_eq!(p.isr.iter().copied().collect::<Vec<_>>(), vec![1]);
+        // Restarting (a new incarnation) makes it leader again at a new epoch.
+        img.apply(&MetadataCommand::RegisterBroker(reg(1))).unwrap();
+        let p = img.topic("solo").unwrap().partition(0).unwrap();
+        assert_eq!((p.leader, p.epoch), (Some(1), 2));
     }
 }

@@ -9,14 +9,16 @@
 //!
 //! Must not touch: partition logs (the storage layer reconciles itself from the image).
 
+pub mod controller;
 mod image;
 mod network;
+pub mod placement;
 pub mod producer_ids;
 mod state_machine;
 mod store;
 mod types;
 
-pub use image::{MetadataImage, RemoteLog, TopicMeta};
+pub use image::{BrokerRegistration, MetadataImage, RemoteLog, TopicMeta};
 pub use producer_ids::ProducerIds;
 pub use types::{Applied, MetadataCommand, MetadataError};
 
@@ -109,6 +111,28 @@ impl Metadata {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// This node's id in the quorum.
+    pub fn node_id(&self) -> u64 {
+        self.raft.metrics().borrow().id
+    }
+
+    /// Whether this node currently leads the quorum (and so runs the controller).
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(m.id)
+    }
+
+    /// The node id of the quorum's current leader (the controller), or -1 while none is
+    /// known.
+    pub fn controller_id(&self) -> i32 {
+        self.raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .map_or(-1, |id| id as i32)
     }
 
     /// A receiver that changes whenever a command is applied.

@@ -5,7 +5,8 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use super::image::TopicMeta;
+use super::image::{BrokerRegistration, TopicMeta};
+use crate::replication::IsrProposal;
 
 openraft::declare_raft_types!(
     /// openraft types for the metadata quorum.
@@ -26,9 +27,13 @@ pub enum MetadataCommand {
     DeleteTopic {
         name: String,
     },
+    /// Grows a topic to `count` partitions; `replicas` places the new ones (absent only in
+    /// logs written before placement existed).
     CreatePartitions {
         name: String,
         count: i32,
+        #[serde(default)]
+        replicas: Vec<Vec<i32>>,
     },
     /// Replaces the topic's whole set of config overrides.
     SetTopicConfigs {
@@ -50,6 +55,34 @@ pub enum MetadataCommand {
         topic_id: uuid::Uuid,
         segment: tiering::RemoteSegment,
         log_start: i64,
+    },
+    /// A broker (re)starting: replaces any earlier registration of its id, unfenced. The
+    /// first broker ever registered adopts topics created before placement existed.
+    RegisterBroker(BrokerRegistration),
+    /// A broker's periodic proof of life; unfences it when its lease had expired.
+    BrokerHeartbeat {
+        id: i32,
+        incarnation: uuid::Uuid,
+    },
+    /// The controller found the broker's lease expired (or the broker is shutting down): it
+    /// leaves every ISR it is not the last member of, and its partitions elect new leaders
+    /// from their live ISR at the next leader epoch. Ignored for another incarnation.
+    FenceBroker {
+        id: i32,
+        incarnation: uuid::Uuid,
+    },
+    /// A partition leader changes its ISR (Kafka's AlterPartition); refused from anyone but
+    /// the leader at the current leader epoch.
+    AlterPartition {
+        topic_id: uuid::Uuid,
+        partition: i32,
+        leader: i32,
+        proposal: IsrProposal,
+    },
+    /// Moves leadership to the partition's first replica (ElectLeaders, preferred).
+    ElectPreferredLeader {
+        topic_id: uuid::Uuid,
+        partition: i32,
     },
     /// Raises a partition's remote log start and drops the segments wholly below it
     /// (retention, DeleteRecords). Their objects are deleted after this is applied.
@@ -90,4 +123,12 @@ pub enum MetadataError {
     ProducerIdsExhausted { next: i64, block_size: i64 },
     #[error("remote manifest refused the segment: {0}")]
     Manifest(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("broker {0} is not registered with this incarnation; it must register again")]
+    StaleBroker(i32),
+    #[error("leader epoch {epoch} is stale; the partition is at epoch {current}")]
+    StaleLeaderEpoch { epoch: i32, current: i32 },
+    #[error("the preferred leader is not live, not in the ISR, or already leads")]
+    PreferredLeaderNotAvailable,
 }

@@ -118,6 +118,17 @@ pub struct BrokerConfig {
     /// less than this many bytes free, so a long object-store outage (tiered topics keep
     /// local data until uploaded) never fills the disk. 0 = off.
     pub log_dir_min_free_bytes: u64,
+    /// This broker's rack (Kafka `broker.rack`); replicas of a partition are spread over
+    /// racks when brokers name them. Empty = no rack.
+    pub broker_rack: String,
+    /// How often this broker heartbeats to the controller through the metadata quorum.
+    pub broker_heartbeat_interval_ms: u64,
+    /// A broker whose heartbeats stop for this long is fenced: it leaves ISRs and its
+    /// partitions elect new leaders.
+    pub broker_session_timeout_ms: u64,
+    /// Replication factor of the internal `__consumer_offsets` topic when it is created (the
+    /// first broker to start creates it, so start the cluster's brokers together).
+    pub offsets_topic_replication_factor: i16,
     /// Tiered storage: the object store, uploads and the remote-read cache.
     pub tiering: tiering::TieringConfig,
     /// Named sets of topic configs (`[tier_profiles.<name>]`, Kafka names as keys) that a topic
@@ -166,6 +177,10 @@ impl Default for BrokerConfig {
             log_local_retention_ms: -2,
             log_local_retention_bytes: -2,
             log_dir_min_free_bytes: 64 * 1024 * 1024,
+            broker_rack: String::new(),
+            broker_heartbeat_interval_ms: 2000,
+            broker_session_timeout_ms: 9000,
+            offsets_topic_replication_factor: 1,
             tiering: tiering::TieringConfig::default(),
             tier_profiles: BTreeMap::new(),
         }
@@ -290,6 +305,17 @@ impl BrokerConfig {
         }
         if self.connection_max_inflight_bytes < 1024 {
             return Err(invalid("connection_max_inflight_bytes", "must be >= 1024"));
+        }
+        if self.broker_heartbeat_interval_ms == 0
+            || self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms
+        {
+            return Err(invalid(
+                "broker_session_timeout_ms",
+                "must exceed broker_heartbeat_interval_ms, which must be >= 1",
+            ));
+        }
+        if self.offsets_topic_replication_factor < 1 {
+            return Err(invalid("offsets_topic_replication_factor", "must be >= 1"));
         }
         if self.producer_id_expiration_ms < 1 {
             return Err(invalid("producer_id_expiration_ms", "must be >= 1"));

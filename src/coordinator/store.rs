@@ -224,12 +224,7 @@ mod tests {
         };
         let logs = LogManager::new(&config).unwrap();
         let mut image = MetadataImage::default();
-        let meta = TopicMeta {
-            name: TOPIC.into(),
-            id: uuid::Uuid::new_v4(),
-            partitions: 1,
-            configs: BTreeMap::new(),
-        };
+        let meta = TopicMeta::new(TOPIC.into(), BTreeMap::new(), vec![vec![config.node_id]]);
         image.apply(&MetadataCommand::CreateTopic(meta)).unwrap();
         logs.reconcile(&image).unwrap();
 

@@ -66,7 +66,7 @@ pub enum FetchAnswer {
 }
 
 /// An ISR change the leader asks the controller for (Kafka's AlterPartition).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IsrProposal {
     pub leader_epoch: i32,
     pub isr: BTreeSet<NodeId>,
@@ -252,7 +252,7 @@ impl Leader {
 }
 
 /// The controller's record of one partition, and its election rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PartitionRecord {
     pub replicas: Vec<NodeId>,
     pub leader: Option<NodeId>,
@@ -301,6 +301,23 @@ impl PartitionRecord {
             return self.elect(live);
         }
         false
+    }
+
+    /// Preferred leader election: hands leadership to the first replica when it is live, in
+    /// the ISR and not already leading. Returns true when leadership changed.
+    pub fn elect_preferred(&mut self, live: &BTreeSet<NodeId>) -> bool {
+        let Some(&preferred) = self.replicas.first() else {
+            return false;
+        };
+        if self.leader == Some(preferred)
+            || !self.isr.contains(&preferred)
+            || !live.contains(&preferred)
+        {
+            return false;
+        }
+        self.leader = Some(preferred);
+        self.epoch += 1;
+        true
     }
 
     /// Picks a live ISR member (the first in replica order: the preferred leader), bumping

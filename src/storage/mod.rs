@@ -12,7 +12,7 @@ mod partition;
 pub use flusher::{FlushResult, Flusher};
 pub use partition::{Appended, Offsets, Partition};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -25,11 +25,19 @@ use crate::config::topic::TopicConfig;
 use crate::config::BrokerConfig;
 use crate::log::{LogConfig, LogError, PartitionLog};
 
-/// One topic's hosted partitions.
+/// One topic's partitions that have a replica on this broker, by index.
 #[derive(Clone)]
 pub struct HostedTopic {
     pub id: Uuid,
-    pub partitions: Vec<Arc<Partition>>,
+    pub partitions: BTreeMap<i32, Arc<Partition>>,
+}
+
+/// Whether partition `index` of `meta` has a replica on broker `node_id`. Partitions of a
+/// topic from before placement existed (no assignment yet) are on the one broker they were
+/// written on.
+fn hosts(meta: &crate::cluster::TopicMeta, index: i32, node_id: i32) -> bool {
+    meta.partition(index)
+        .is_none_or(|p| p.replicas.contains(&node_id))
 }
 
 pub struct LogManager {
@@ -95,11 +103,7 @@ impl LogManager {
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
-        topics
-            .get(topic)?
-            .partitions
-            .get(usize::try_from(index).ok()?)
-            .cloned()
+        topics.get(topic)?.partitions.get(&index).cloned()
     }
 
     /// The id of the topic `p` is hosted for, if `p` is still the hosted partition of that
@@ -107,7 +111,7 @@ impl LogManager {
     pub fn topic_id_of(&self, p: &Arc<Partition>) -> Option<Uuid> {
         let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
         let hosted = topics.get(p.topic())?;
-        let current = hosted.partitions.get(usize::try_from(p.index()).ok()?)?;
+        let current = hosted.partitions.get(&p.index())?;
         Arc::ptr_eq(current, p).then_some(hosted.id)
     }
 
@@ -115,7 +119,7 @@ impl LogManager {
         let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
         topics
             .values()
-            .flat_map(|t| t.partitions.iter().cloned())
+            .flat_map(|t| t.partitions.values().cloned())
             .collect()
     }
 
@@ -131,7 +135,7 @@ impl LogManager {
             .collect();
         for name in gone {
             if let Some(t) = topics.remove(&name) {
-                for p in &t.partitions {
+                for p in t.partitions.values() {
                     remove_partition_dir(p.dir());
                 }
                 tracing::info!(topic = %name, "deleted topic logs");
@@ -147,26 +151,34 @@ impl LogManager {
                 .entry(meta.name.clone())
                 .or_insert_with(|| HostedTopic {
                     id: meta.id,
-                    partitions: Vec::new(),
+                    partitions: BTreeMap::new(),
                 });
-            for p in &hosted.partitions {
+            for p in hosted.partitions.values() {
                 if p.config() != config {
                     p.set_config(config.clone());
                 }
             }
             let name: Arc<str> = meta.name.as_str().into();
-            for index in hosted.partitions.len() as i32..meta.partitions {
+            for index in 0..meta.partitions {
+                if hosted.partitions.contains_key(&index)
+                    || !hosts(meta, index, self.broker.node_id)
+                {
+                    continue;
+                }
                 let dir = self.dir.join(format!("{}-{}", meta.name, index));
                 let log = PartitionLog::open(&dir, log_config(&config))?;
-                hosted.partitions.push(Arc::new(Partition::new(
-                    name.clone(),
+                hosted.partitions.insert(
                     index,
-                    dir,
-                    log,
-                    config.clone(),
-                    self.data_changed.clone(),
-                    now,
-                )));
+                    Arc::new(Partition::new(
+                        name.clone(),
+                        index,
+                        dir,
+                        log,
+                        config.clone(),
+                        self.data_changed.clone(),
+                        now,
+                    )),
+                );
             }
         }
         Ok(())
@@ -181,8 +193,11 @@ impl LogManager {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             let known = name.rsplit_once('-').is_some_and(|(topic, p)| {
-                p.parse::<i32>()
-                    .is_ok_and(|p| image.topic(topic).is_some_and(|m| p < m.partitions))
+                p.parse::<i32>().is_ok_and(|p| {
+                    image
+                        .topic(topic)
+                        .is_some_and(|m| p < m.partitions && hosts(m, p, self.broker.node_id))
+                })
             });
             if !known {
                 remove_partition_dir(&entry.path());
