@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::cluster::{Metadata, MetadataCommand, ProducerIds, TopicMeta};
+use crate::cluster::{
+    ClusterError, Metadata, MetadataCommand, MetadataError, ProducerIds, TopicMeta,
+};
 use crate::config::BrokerConfig;
 use crate::coordinator::Coordinator;
 use crate::storage::LogManager;
@@ -41,7 +43,7 @@ impl Broker {
             )
         })?;
         let cluster_id = load_identity(&data, config.node_id)?;
-        let metadata = Metadata::start(&data.join("raft"), config.node_id as u64, &cluster_id)
+        let metadata = Metadata::start(&data.join("raft"), &config.quorum()?, &cluster_id)
             .await
             .context("starting the metadata quorum")?;
         let logs = Arc::new(LogManager::new(&config).context("opening the log directory")?);
@@ -138,14 +140,15 @@ async fn ensure_offsets_topic(
             partitions: config.offsets_topic_num_partitions,
             configs,
         };
-        metadata
-            .propose(MetadataCommand::CreateTopic(meta))
-            .await
-            .context("creating __consumer_offsets")?;
-        tracing::info!(
-            partitions = config.offsets_topic_num_partitions,
-            "created {name}"
-        );
+        match metadata.propose(MetadataCommand::CreateTopic(meta)).await {
+            Ok(()) => tracing::info!(
+                partitions = config.offsets_topic_num_partitions,
+                "created {name}"
+            ),
+            // Another broker of the cluster created it first.
+            Err(ClusterError::Rejected(MetadataError::TopicExists(_))) => {}
+            Err(e) => return Err(e).context("creating __consumer_offsets"),
+        }
     }
     let image = metadata.image();
     tokio::task::block_in_place(|| logs.reconcile(&image)).context("opening __consumer_offsets")?;
