@@ -19,6 +19,8 @@ mod bootstrap;
 mod image;
 mod network;
 pub mod producer_ids;
+#[cfg(test)]
+mod quorum_tests;
 pub mod rpc;
 mod server;
 mod state_machine;

@@ -108,8 +108,8 @@ pub struct NodeStatus {
 /// How a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
-    /// Nothing answered at the address (refused, reset, no route): the request was most
-    /// likely not delivered.
+    /// Nothing answered at the address (refused, reset, no route, the node is going away):
+    /// the request was most likely not processed.
     #[error("{addr} is unreachable: {message}")]
     Unreachable { addr: String, message: String },
     #[error("{addr} did not answer within {timeout:?}")]
@@ -185,7 +185,13 @@ impl Peers {
                     timeout,
                 })
             }
-            Ok(Err(status)) if status.code() == Code::Unavailable => {
+            // Connection-level failures: refused, reset, or a GOAWAY from a node shutting
+            // down (which promises the request was not processed).
+            Ok(Err(status))
+                if status.code() == Code::Unavailable
+                    || std::error::Error::source(&status)
+                        .is_some_and(|s| s.is::<tonic::transport::Error>()) =>
+            {
                 return Err(RpcError::Unreachable {
                     addr: addr.to_string(),
                     message: status.message().to_string(),

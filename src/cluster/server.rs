@@ -197,6 +197,8 @@ async fn propose(raft: &Raft<TypeConfig>, cmd: MetadataCommand) -> Result<Propos
             result: resp.data,
         }),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(&f)),
+        // Stopping (or stopped): not the leader any more, so the proposer looks for another.
+        Err(RaftError::Fatal(_)) => Err(Refused::NotLeader { leader: None }),
         Err(e) => Err(Refused::Failed(e.to_string())),
     }
 }
@@ -206,6 +208,7 @@ async fn read_index(raft: &Raft<TypeConfig>) -> Result<Option<u64>, Refused> {
     match raft.ensure_linearizable().await {
         Ok(log_id) => Ok(log_id.map(|l| l.index)),
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(&f)),
+        Err(RaftError::Fatal(_)) => Err(Refused::NotLeader { leader: None }),
         Err(e) => Err(Refused::Failed(e.to_string())),
     }
 }
@@ -226,6 +229,7 @@ async fn membership(node: &Arc<Node>, method: &str, req: NodeRequest) -> Result<
     };
     let f = match err {
         ChangeError::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f,
+        ChangeError::Raft(RaftError::Fatal(_)) => return Err(Refused::NotLeader { leader: None }),
         ChangeError::Raft(e) => return Err(Refused::Failed(e.to_string())),
         ChangeError::Refused(r) => return Err(r),
     };

@@ -42,10 +42,13 @@ class Cluster:
         return self.factory(f"node{node_id}", start=False, env=env)
 
     def start_all(self):
-        # A voter's Kafka port opens only once the quorum has a leader: start them together.
+        # A voter serves Kafka requests only once the quorum has a leader: start them
+        # together, then wait until every one answers.
         with ThreadPoolExecutor(len(self.nodes)) as pool:
             for f in [pool.submit(b.start) for b in self.nodes.values()]:
                 f.result()
+        for b in self.nodes.values():
+            wait_visible([b], {"__consumer_offsets"}, timeout_s=TIMEOUT_S)
 
     def cli(self, *args: str) -> str:
         out = subprocess.run([str(self.bin), "cluster", *args], capture_output=True, text=True,
@@ -67,7 +70,10 @@ class Cluster:
 
 
 def topics_on(broker) -> set[str]:
-    md = admin_client(broker.bootstrap).list_topics(timeout=10)
+    try:
+        md = admin_client(broker.bootstrap).list_topics(timeout=5)
+    except Exception:  # still starting: the listener is bound before the broker serves
+        return set()
     return set(md.topics)
 
 
