@@ -8,7 +8,10 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::cluster::controller::{self, Leases};
-use crate::cluster::{BrokerRegistration, Metadata, MetadataCommand, ProducerIds, TopicMeta};
+use crate::cluster::{
+    BrokerRegistration, ClusterError, Metadata, MetadataCommand, MetadataError, ProducerIds,
+    TopicMeta,
+};
 use crate::config::BrokerConfig;
 use crate::coordinator::Coordinator;
 use crate::storage::LogManager;
@@ -45,10 +48,25 @@ impl Broker {
                 data.display()
             )
         })?;
-        let cluster_id = load_identity(&data, config.node_id)?;
-        let metadata = Metadata::start(&data.join("raft"), config.node_id as u64, &cluster_id)
+        let local_id = load_identity(&data, config.node_id)?;
+        let metadata = Metadata::start(&data.join("raft"), &config.quorum()?, &local_id)
             .await
             .context("starting the metadata quorum")?;
+        // One id for the whole cluster: the first broker's, as agreed through the quorum.
+        if metadata.image().cluster_id.is_none() {
+            metadata
+                .propose(MetadataCommand::ClaimClusterId(local_id.clone()))
+                .await
+                .context("agreeing on the cluster id")?;
+        }
+        let cluster_id = metadata
+            .image()
+            .cluster_id
+            .clone()
+            .unwrap_or(local_id.clone());
+        if cluster_id != local_id {
+            adopt_cluster_id(&data, config.node_id, &cluster_id)?;
+        }
         let (host, port) = config.advertised();
         let registration = BrokerRegistration {
             id: config.node_id,
@@ -173,6 +191,9 @@ impl Broker {
     }
 }
 
+/// How long the first start waits for `offsets_topic_replication_factor` brokers.
+const OFFSETS_TOPIC_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Creates the internal `__consumer_offsets` topic on first start.
 async fn ensure_offsets_topic(
     metadata: &Metadata,
@@ -185,31 +206,64 @@ async fn ensure_offsets_topic(
         // Small segments let compaction (coordinator/store.rs) free disk soon after it moves
         // the log start past old records.
         configs.insert("segment.bytes".to_string(), "16777216".to_string());
-        let replicas = metadata
-            .image()
-            .place(
+        let mut waiting_since = None;
+        let replicas = loop {
+            match metadata.image().place(
                 0,
                 config.offsets_topic_num_partitions,
                 config.offsets_topic_replication_factor,
-            )
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "creating {name}: {e}; start more brokers or lower \
-                     offsets_topic_replication_factor"
-                )
-            })?;
-        let meta = TopicMeta::new(name.to_string(), configs, replicas);
-        metadata
-            .propose(MetadataCommand::CreateTopic(meta))
-            .await
-            .context("creating __consumer_offsets")?;
-        tracing::info!(
-            partitions = config.offsets_topic_num_partitions,
-            "created {name}"
-        );
+            ) {
+                Ok(replicas) => break replicas,
+                // The cluster's other brokers are still starting: Kafka also waits for
+                // offsets.topic.replication.factor brokers before creating the topic.
+                Err(e) => {
+                    let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > OFFSETS_TOPIC_WAIT {
+                        anyhow::bail!(
+                            "creating {name}: {e} after {OFFSETS_TOPIC_WAIT:?}; start more \
+                             brokers or lower offsets_topic_replication_factor"
+                        );
+                    }
+                    if metadata.image().topic(name).is_some() {
+                        break Vec::new(); // another broker created it meanwhile
+                    }
+                    tracing::info!("waiting for brokers to create {name}: {e}");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        };
+        if !replicas.is_empty() {
+            let meta = TopicMeta::new(name.to_string(), configs, replicas);
+            match metadata.propose(MetadataCommand::CreateTopic(meta)).await {
+                Ok(()) => tracing::info!(
+                    partitions = config.offsets_topic_num_partitions,
+                    "created {name}"
+                ),
+                // Another broker of the cluster created it first.
+                Err(ClusterError::Rejected(MetadataError::TopicExists(_))) => {}
+                Err(e) => return Err(e).context("creating __consumer_offsets"),
+            }
+        }
     }
     let image = metadata.image();
     tokio::task::block_in_place(|| logs.reconcile(&image)).context("opening __consumer_offsets")?;
+    Ok(())
+}
+
+/// Records in `meta.properties` that this data dir belongs to cluster `cluster_id` (a broker
+/// that joined a cluster formed by another).
+fn adopt_cluster_id(data: &Path, node_id: i32, cluster_id: &str) -> anyhow::Result<()> {
+    write_identity(&data.join("meta.properties"), node_id, cluster_id)?;
+    tracing::info!(%cluster_id, "joined the cluster");
+    Ok(())
+}
+
+fn write_identity(path: &Path, node_id: i32, cluster_id: &str) -> anyhow::Result<()> {
+    let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
     Ok(())
 }
 
@@ -236,11 +290,7 @@ fn load_identity(data: &Path, node_id: i32) -> anyhow::Result<String> {
         return Ok(cluster_id);
     }
     let cluster_id = uuid::Uuid::new_v4().simple().to_string();
-    let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
+    write_identity(&path, node_id, &cluster_id)?;
     tracing::info!(%cluster_id, "formatted a new data dir");
     Ok(cluster_id)
 }

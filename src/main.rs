@@ -1,5 +1,5 @@
 //! The `strata` command line: `strata serve` (the default) runs a broker; `strata tier ...`
-//! inspects tiered storage.
+//! inspects tiered storage; `strata cluster ...` shows and changes the metadata quorum.
 
 use std::path::PathBuf;
 
@@ -29,6 +29,45 @@ enum Command {
     /// Tiered storage: upload state, sizes per tier, and SQL over the Parquet archive.
     #[command(subcommand)]
     Tier(TierCommand),
+    /// The metadata quorum: status, and adding or removing nodes. Talks to a broker's raft
+    /// address (its `raft_listen`); membership changes are passed on to the leader.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Leader, term, voters and learners, and each node's log and applied index.
+    Status {
+        /// Raft address (host:port) of any broker of the cluster.
+        #[arg(long)]
+        bootstrap: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a node a voter: it is added as a learner, caught up, then promoted. The node
+    /// should be running (typically started as a learner) so it can catch up.
+    AddVoter {
+        /// The node's node_id.
+        #[arg(long)]
+        node_id: u64,
+        /// The node's raft address (host:port) as the other brokers reach it.
+        #[arg(long)]
+        raft_addr: String,
+        /// Raft address (host:port) of any broker of the cluster.
+        #[arg(long)]
+        bootstrap: String,
+    },
+    /// Remove a voter or learner from the quorum.
+    Remove {
+        /// The node's node_id.
+        #[arg(long)]
+        node_id: u64,
+        /// Raft address (host:port) of any broker of the cluster.
+        #[arg(long)]
+        bootstrap: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -78,6 +117,44 @@ impl BrokerArgs {
             &overrides,
         )?)
     }
+}
+
+fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    use strata::cluster::admin;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match command {
+            ClusterCommand::Status { bootstrap, json } => {
+                let status = admin::status(&bootstrap)
+                    .await
+                    .with_context(|| format!("asking {bootstrap} for the quorum status"))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&status)?);
+                } else {
+                    print!("{}", admin::render(&status));
+                }
+            }
+            ClusterCommand::AddVoter {
+                node_id,
+                raft_addr,
+                bootstrap,
+            } => {
+                let msg = admin::add_voter(&bootstrap, node_id, &raft_addr)
+                    .await
+                    .with_context(|| format!("adding voter {node_id} through {bootstrap}"))?;
+                println!("{msg}");
+            }
+            ClusterCommand::Remove { node_id, bootstrap } => {
+                let msg = admin::remove(&bootstrap, node_id)
+                    .await
+                    .with_context(|| format!("removing node {node_id} through {bootstrap}"))?;
+                println!("{msg}");
+            }
+        }
+        Ok(())
+    })
 }
 
 fn tier(command: TierCommand) -> anyhow::Result<()> {
@@ -154,6 +231,7 @@ fn run() -> anyhow::Result<()> {
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
         Some(Command::Tier(command)) => return tier(command),
+        Some(Command::Cluster(command)) => return cluster(command),
         None => ServeArgs::default(),
     };
     let overrides = Overrides {
@@ -170,10 +248,18 @@ fn run() -> anyhow::Result<()> {
 
 async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     let stop = shutdown_signal()?;
+    tokio::pin!(stop);
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let broker = Broker::start(config).await?;
+    // Start-up can wait a while for the metadata quorum; a signal meanwhile stops it.
+    let broker = tokio::select! {
+        broker = Broker::start(config) => broker?,
+        _ = &mut stop => {
+            tracing::info!("stopped during start-up");
+            return Ok(());
+        }
+    };
     let (host, port) = broker.config.advertised();
     tracing::info!(
         listen = %broker.config.listen,

@@ -2,6 +2,7 @@
 
 use kafka_protocol::error::ResponseError;
 
+use crate::cluster::rpc::RpcError;
 use crate::cluster::{ClusterError, MetadataError};
 use crate::config::topic::TopicConfigError;
 use crate::coordinator::consumer::ConsumerError;
@@ -105,7 +106,13 @@ pub fn error_code(e: &ServeError) -> ResponseError {
                 ResponseError::PreferredLeaderNotAvailable
             }
             ClusterError::NoLeader(_) => ResponseError::NotController,
-            ClusterError::Storage(_) | ClusterError::Raft(_) => ResponseError::UnknownServerError,
+            // The leader went away mid-call: clients retry NOT_CONTROLLER and time-outs.
+            ClusterError::Rpc(RpcError::Unreachable { .. }) => ResponseError::NotController,
+            ClusterError::Rpc(RpcError::Timeout { .. }) => ResponseError::RequestTimedOut,
+            ClusterError::Rpc(RpcError::Failed { .. } | RpcError::Decode { .. })
+            | ClusterError::Storage(_)
+            | ClusterError::Raft(_)
+            | ClusterError::Listen { .. } => ResponseError::UnknownServerError,
         },
         ServeError::TopicConfig(_) => ResponseError::InvalidConfig,
         ServeError::InvalidTopic(_) => ResponseError::InvalidTopicException,
@@ -129,9 +136,11 @@ pub fn error_code(e: &ServeError) -> ResponseError {
         ServeError::TransactionsUnsupported(_) => ResponseError::NotCoordinator,
         ServeError::ProducerIdsUnavailable(e) => match e {
             // Kafka's answer while a producer id block cannot be had: clients retry it.
-            ClusterError::NoLeader(_) | ClusterError::Raft(_) | ClusterError::Storage(_) => {
-                ResponseError::CoordinatorLoadInProgress
-            }
+            ClusterError::NoLeader(_)
+            | ClusterError::Raft(_)
+            | ClusterError::Storage(_)
+            | ClusterError::Rpc(_)
+            | ClusterError::Listen { .. } => ResponseError::CoordinatorLoadInProgress,
             ClusterError::Rejected(_) => ResponseError::UnknownServerError,
         },
         ServeError::Coordinator(e) => match e {

@@ -81,7 +81,10 @@ pub async fn handle(
     let resp = MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.metadata.controller_id()))
+        // As in KRaft: any broker takes admin requests (they are forwarded to the quorum
+        // leader), so clients are pointed at this one rather than made to chase the leader
+        // through elections. DescribeCluster names the real controller.
+        .with_controller_id(BrokerId(broker.node_id))
         .with_topics(topics);
     ctx.reply(&resp)
 }

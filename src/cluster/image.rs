@@ -111,6 +111,9 @@ pub struct MetadataImage {
     /// Registered brokers by id.
     #[serde(default)]
     pub brokers: BTreeMap<i32, BrokerRegistration>,
+    /// The cluster's id, shared by every broker (Kafka's cluster.id).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
     #[serde(skip)]
     ids: HashMap<Uuid, String>,
 }
@@ -254,6 +257,9 @@ impl MetadataImage {
                         .extend(replicas.iter().cloned().map(PartitionRecord::new));
                 }
                 meta.partitions = *count;
+            }
+            MetadataCommand::ClaimClusterId(id) => {
+                self.cluster_id.get_or_insert_with(|| id.clone());
             }
             MetadataCommand::RegisterBroker(reg) => {
                 if self.brokers.is_empty() {

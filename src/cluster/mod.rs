@@ -2,35 +2,58 @@
 //!
 //! Owns the metadata state machine (topics, their ids, partition counts and configs, and the
 //! producer id counter), the persistent Raft log under `<data_dir>/raft/`, the `Metadata`
-//! handle the API layer uses to read the current image and to propose changes, and
-//! [`ProducerIds`], which hands out producer ids from blocks reserved through the log. A
-//! single broker runs a one-voter quorum, so a change is durable in the Raft log and applied
-//! to the image before `propose` returns.
+//! handle the API layer uses to read the current image and to propose changes, the Raft
+//! transport between brokers (gRPC on `raft_listen`, see [`rpc`] and `server.rs`), and
+//! [`ProducerIds`], which hands out producer ids from blocks reserved through the log.
+//!
+//! A single broker runs a one-voter quorum. With `controller_quorum_voters` set, the listed
+//! voters bootstrap one quorum together and any other broker joins it as a learner. Any
+//! broker may propose: a follower or learner passes the command to the leader and returns once
+//! its own state machine has applied it, so a change is durable in the Raft log and visible in
+//! this broker's image before `propose` returns, wherever it was proposed.
 //!
 //! Must not touch: partition logs (the storage layer reconciles itself from the image).
 
+pub mod admin;
+mod bootstrap;
 pub mod controller;
 mod image;
 mod network;
 pub mod placement;
 pub mod producer_ids;
+#[cfg(test)]
+mod quorum_tests;
+pub mod rpc;
+mod server;
 mod state_machine;
 mod store;
 mod types;
+pub mod voters;
 
+pub use bootstrap::QuorumConfig;
 pub use image::{BrokerRegistration, MetadataImage, RemoteLog, TopicMeta};
 pub use producer_ids::ProducerIds;
+pub use rpc::NodeStatus;
 pub use types::{Applied, MetadataCommand, MetadataError};
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use openraft::{BasicNode, Config, Raft};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::Raft;
 use tokio::sync::watch;
 
+use rpc::{method, Proposed, Refused, RpcError};
+use server::Node;
 use types::TypeConfig;
+
+/// How long a proposal on a follower keeps looking for a leader (an election in progress)
+/// before it fails with [`ClusterError::NoLeader`].
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// One forwarded proposal's round trip to the leader.
+const FORWARD_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the proposer waits for its own state machine to apply a forwarded command.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Errors from the metadata layer.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +64,14 @@ pub enum ClusterError {
     Raft(String),
     #[error("metadata quorum has no leader after {0:?}; is a majority of voters running?")]
     NoLeader(Duration),
+    #[error("cannot listen for raft RPC on {addr} (raft_listen): {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
     #[error(transparent)]
     Rejected(#[from] MetadataError),
 }
@@ -49,62 +80,14 @@ pub enum ClusterError {
 #[derive(Clone)]
 pub struct Metadata {
     raft: Raft<TypeConfig>,
+    node: Arc<Node>,
     image: Arc<RwLock<Arc<MetadataImage>>>,
     changes: watch::Receiver<u64>,
+    /// Stops the raft RPC server.
+    stop: Arc<watch::Sender<bool>>,
 }
 
 impl Metadata {
-    /// Opens (or bootstraps) the one-voter metadata quorum stored under `dir`.
-    pub async fn start(dir: &Path, node_id: u64, cluster_id: &str) -> Result<Self, ClusterError> {
-        let config = Config {
-            cluster_name: cluster_id.to_string(),
-            heartbeat_interval: 100,
-            election_timeout_min: 200,
-            election_timeout_max: 400,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
-            max_in_snapshot_log_to_keep: 100,
-            ..Default::default()
-        };
-        let config = Arc::new(
-            config
-                .validate()
-                .map_err(|e| ClusterError::Raft(e.to_string()))?,
-        );
-        let log_store =
-            store::LogStore::open(dir).map_err(|e| ClusterError::Storage(e.to_string()))?;
-        let (tx, changes) = watch::channel(0u64);
-        let sm = state_machine::StateMachine::open(dir, tx)
-            .map_err(|e| ClusterError::Storage(e.to_string()))?;
-        let image = sm.image_handle();
-        let raft = Raft::new(node_id, config, network::Network, log_store, sm)
-            .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        if !raft
-            .is_initialized()
-            .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))?
-        {
-            let mut members = BTreeMap::new();
-            members.insert(node_id, BasicNode::default());
-            raft.initialize(members)
-                .await
-                .map_err(|e| ClusterError::Raft(e.to_string()))?;
-            tracing::info!(node_id, "bootstrapped a one-voter metadata quorum");
-        }
-        let wait = Duration::from_secs(10);
-        raft.wait(Some(wait))
-            .current_leader(node_id, "metadata leader elected")
-            .await
-            .map_err(|_| ClusterError::NoLeader(wait))?;
-        // Make sure everything committed before a restart is applied before serving.
-        let _ = raft.ensure_linearizable().await;
-        Ok(Self {
-            raft,
-            image,
-            changes,
-        })
-    }
-
     /// The current metadata image (a consistent snapshot; cheap).
     pub fn image(&self) -> Arc<MetadataImage> {
         match self.image.read() {
@@ -140,6 +123,11 @@ impl Metadata {
         self.changes.clone()
     }
 
+    /// This node's view of the quorum (leader, term, members, applied index).
+    pub fn status(&self) -> NodeStatus {
+        self.node.status()
+    }
+
     /// Proposes a change; returns once it is committed and applied, or why it was rejected.
     pub async fn propose(&self, cmd: MetadataCommand) -> Result<(), ClusterError> {
         self.propose_for(cmd).await.map(|_| ())
@@ -147,16 +135,66 @@ impl Metadata {
 
     /// Like [`propose`](Self::propose), returning what the command produced (the producer
     /// ids an `AllocateProducerIds` reserved).
+    ///
+    /// On a node that is not the leader the command is passed to the leader, and the answer
+    /// returned once this node has applied the command too (read-your-writes for the API
+    /// layer, which reads `image()` right after proposing). While no leader is known (an
+    /// election) it retries for up to [`FORWARD_TIMEOUT`]. A leader that dies after receiving
+    /// the command may or may not have committed it; the retry then sees the outcome (a
+    /// `TopicExists`, say) rather than the original answer.
     pub async fn propose_for(&self, cmd: MetadataCommand) -> Result<Applied, ClusterError> {
-        let resp = self
+        let started = Instant::now();
+        let mut last_problem = String::from("no leader known");
+        loop {
+            let f = match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => return resp.data.map_err(ClusterError::Rejected),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f,
+                Err(e) => return Err(ClusterError::Raft(e.to_string())),
+            };
+            if let (Some(leader), Some(node)) = (f.leader_id, f.leader_node) {
+                let reply: Result<Result<Proposed, Refused>, RpcError> = self
+                    .node
+                    .peers
+                    .call(&node.addr, method::PROPOSE, &cmd, FORWARD_RPC_TIMEOUT)
+                    .await;
+                match reply {
+                    Ok(Ok(p)) => {
+                        self.wait_applied(p.index).await;
+                        return p.result.map_err(ClusterError::Rejected);
+                    }
+                    Ok(Err(Refused::NotLeader { .. })) => {
+                        last_problem = format!("node {leader} is no longer the leader");
+                    }
+                    Ok(Err(Refused::Failed(msg))) => return Err(ClusterError::Raft(msg)),
+                    Err(e @ RpcError::Unreachable { .. }) => {
+                        last_problem = format!("leader {leader}: {e}");
+                    }
+                    Err(e) => return Err(ClusterError::Rpc(e)),
+                }
+            }
+            if started.elapsed() >= FORWARD_TIMEOUT {
+                tracing::warn!(problem = %last_problem, "metadata proposal found no leader");
+                return Err(ClusterError::NoLeader(FORWARD_TIMEOUT));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (bounded) until this node's state machine has applied log `index`.
+    async fn wait_applied(&self, index: u64) {
+        if let Err(e) = self
             .raft
-            .client_write(cmd)
+            .wait(Some(APPLY_TIMEOUT))
+            .applied_index_at_least(Some(index), "forwarded proposal applied locally")
             .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        resp.data.map_err(ClusterError::Rejected)
+        {
+            tracing::warn!(index, error = %e,
+                "a forwarded metadata change is committed but not yet applied on this broker");
+        }
     }
 
     pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "metadata quorum shutdown");
         }

@@ -3,7 +3,7 @@
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{
@@ -32,7 +32,9 @@ pub struct StateMachine {
     last_applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
     image: Arc<RwLock<Arc<MetadataImage>>>,
-    snapshot: Option<Persisted>,
+    /// The latest snapshot, shared with the snapshot builders so that one built in the
+    /// background is the one sent to a follower that needs it.
+    snapshot: Arc<Mutex<Option<Arc<Persisted>>>>,
     changes: watch::Sender<u64>,
 }
 
@@ -48,7 +50,7 @@ impl StateMachine {
             last_applied: None,
             membership: StoredMembership::default(),
             image: Arc::new(RwLock::new(Arc::new(MetadataImage::default()))),
-            snapshot: None,
+            snapshot: Arc::default(),
             changes,
         };
         if let Some(snap) = snapshot {
@@ -75,7 +77,11 @@ impl StateMachine {
         self.last_applied = snap.last_applied;
         self.membership = snap.membership.clone();
         self.publish(snap.image.clone());
-        self.snapshot = Some(snap);
+        self.set_snapshot(snap);
+    }
+
+    fn set_snapshot(&self, snap: Persisted) {
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(snap));
     }
 }
 
@@ -99,7 +105,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         write_json_atomic(&self.dir.join("snapshot.json"), &persisted).map_err(io_err)?;
         let data = serde_json::to_vec(&persisted).map_err(io_err)?;
-        self.snapshot = Some(persisted);
+        self.set_snapshot(persisted);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -150,7 +156,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             image: Arc::new(RwLock::new(self.current())),
-            snapshot: None,
+            snapshot: self.snapshot.clone(),
             changes: watch::channel(0).0,
         }
     }
@@ -172,16 +178,81 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
-        let Some(snap) = &self.snapshot else {
+        let snap = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(snap) = snap else {
             return Ok(None);
         };
         let Some(meta) = snap.meta.clone() else {
             return Ok(None);
         };
-        let data = serde_json::to_vec(snap).map_err(io_err)?;
+        let data = serde_json::to_vec(&*snap).map_err(io_err)?;
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, RaftSnapshotBuilder};
+
+    use super::*;
+    use crate::cluster::image::TopicMeta;
+    use crate::cluster::types::MetadataCommand;
+
+    fn create(index: u64, name: &str) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(MetadataCommand::CreateTopic(TopicMeta::new(
+                name.into(),
+                Default::default(),
+                vec![vec![1]],
+            ))),
+        }
+    }
+
+    /// A snapshot built in the background is the one offered to a follower that needs it
+    /// (and survives a restart).
+    #[tokio::test]
+    async fn built_snapshot_is_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path(), watch::channel(0).0).unwrap();
+        assert!(sm.get_current_snapshot().await.unwrap().is_none());
+        sm.apply([create(1, "a"), create(2, "b")]).await.unwrap();
+        let mut builder = sm.get_snapshot_builder().await;
+        let built = builder.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(2));
+        let current = sm
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .expect("a snapshot");
+        assert_eq!(current.meta, built.meta);
+
+        // A new node installs it and has the same image.
+        let other = tempfile::tempdir().unwrap();
+        let mut fresh = StateMachine::open(other.path(), watch::channel(0).0).unwrap();
+        fresh
+            .install_snapshot(&current.meta, current.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(fresh.current().topics.len(), 2);
+        assert_eq!(
+            fresh.applied_state().await.unwrap().0.map(|l| l.index),
+            Some(2)
+        );
+
+        let mut reopened = StateMachine::open(dir.path(), watch::channel(0).0).unwrap();
+        let again = reopened
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .expect("a snapshot");
+        assert_eq!(again.meta, built.meta);
     }
 }

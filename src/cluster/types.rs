@@ -56,6 +56,9 @@ pub enum MetadataCommand {
         segment: tiering::RemoteSegment,
         log_start: i64,
     },
+    /// Sets the cluster id if none is set yet: the first broker to start proposes the id of
+    /// its data dir, and every broker then adopts the quorum's.
+    ClaimClusterId(String),
     /// A broker (re)starting: replaces any earlier registration of its id, unfenced. The
     /// first broker ever registered adopts topics created before placement existed.
     RegisterBroker(BrokerRegistration),

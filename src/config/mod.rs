@@ -43,6 +43,18 @@ pub struct BrokerConfig {
     pub http_listen: String,
     /// Root of all local state: partition logs, the Raft metadata log, cluster identity.
     pub data_dir: PathBuf,
+    /// Address of the internal raft (gRPC) endpoint that brokers of one cluster, and
+    /// `strata cluster` commands, reach each other on. Empty = none (a lone broker only). A
+    /// lone broker that cannot bind it logs that and runs without it.
+    pub raft_listen: String,
+    /// The metadata quorum's voters in Kafka's `controller.quorum.voters` format,
+    /// `id@host:port` with the voter's raft address. Empty = this broker alone is the voter.
+    /// A broker whose `node_id` is not listed joins the voters' quorum as a learner. Read on a
+    /// fresh data dir only; afterwards membership is changed with `strata cluster`.
+    /// Environment: comma-separated.
+    pub controller_quorum_voters: Vec<String>,
+    /// Snapshot the metadata (and compact the Raft log) every this many applied entries.
+    pub raft_snapshot_interval_entries: u64,
     /// Create a topic when a client names an unknown one in Metadata or Produce.
     pub auto_create_topics_enable: bool,
     /// Partition count of auto-created topics and of CreateTopics with num_partitions = -1.
@@ -144,6 +156,9 @@ impl Default for BrokerConfig {
             advertised_listener: String::new(),
             http_listen: "127.0.0.1:9644".into(),
             data_dir: PathBuf::from("./data"),
+            raft_listen: "127.0.0.1:9093".into(),
+            controller_quorum_voters: Vec::new(),
+            raft_snapshot_interval_entries: 1000,
             auto_create_topics_enable: true,
             num_partitions: 3,
             default_replication_factor: 1,
@@ -282,6 +297,7 @@ impl BrokerConfig {
         if self.node_id < 0 {
             return Err(invalid("node_id", "must be >= 0"));
         }
+        self.quorum()?;
         if self.num_partitions < 1 {
             return Err(invalid("num_partitions", "must be >= 1"));
         }
@@ -341,6 +357,59 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// The metadata quorum settings, validated: voters well formed, and a raft address
+    /// other brokers can reach whenever there are other brokers.
+    pub fn quorum(&self) -> Result<crate::cluster::QuorumConfig, ConfigError> {
+        let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
+        let voters = crate::cluster::voters::parse_voters(&self.controller_quorum_voters)
+            .map_err(|e| invalid("controller_quorum_voters", e))?;
+        if !self.raft_listen.is_empty() {
+            self.raft_listen.parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    "raft_listen",
+                    format!("'{}' is not host:port ({e})", self.raft_listen),
+                )
+            })?;
+        }
+        let node_id = self.node_id as u64;
+        if !voters.is_empty() {
+            if self.raft_listen.is_empty() {
+                return Err(invalid(
+                    "raft_listen",
+                    "must be set when controller_quorum_voters lists voters".into(),
+                ));
+            }
+            // A learner tells the voters its raft_listen as its address.
+            let unspecified = self
+                .raft_listen
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| a.ip().is_unspecified());
+            if !voters.contains_key(&node_id) && unspecified {
+                return Err(invalid(
+                    "raft_listen",
+                    format!(
+                        "node {node_id} is not a voter, so it joins as a learner and tells the voters \
+                         its raft_listen: '{}' is not an address they can reach",
+                        self.raft_listen
+                    ),
+                ));
+            }
+        }
+        if self.raft_snapshot_interval_entries < 1 {
+            return Err(invalid(
+                "raft_snapshot_interval_entries",
+                "must be >= 1".into(),
+            ));
+        }
+        Ok(crate::cluster::QuorumConfig {
+            node_id,
+            raft_listen: self.raft_listen.clone(),
+            voters,
+            snapshot_interval_entries: self.raft_snapshot_interval_entries,
+            quorum_timeout: std::time::Duration::from_secs(60),
+        })
+    }
+
     /// The (host, port) advertised to clients.
     pub fn advertised(&self) -> (String, i32) {
         let text = if self.advertised_listener.is_empty() {
@@ -377,6 +446,13 @@ fn env_value(key: &str, raw: &str, default: &toml::Value) -> Result<toml::Value,
         toml::Value::Boolean(_) => {
             toml::Value::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?)
         }
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
         _ => toml::Value::String(raw.to_string()),
     })
 }
@@ -475,6 +551,93 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("STRATA_NUM_PARTITIONS"), "{e}");
+    }
+
+    #[test]
+    fn quorum_voters_from_file_and_env() {
+        let cfg = BrokerConfig::load(None, env(&[]), &Overrides::default()).unwrap();
+        let q = cfg.quorum().unwrap();
+        assert!(q.voters.is_empty());
+        assert_eq!(q.raft_listen, "127.0.0.1:9093");
+        assert_eq!(q.snapshot_interval_entries, 1000);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        std::fs::write(
+            &path,
+            "node_id = 2\ncontroller_quorum_voters = [\"1@h1:9093\", \"2@h2:9093\"]\n",
+        )
+        .unwrap();
+        let cfg = BrokerConfig::load(Some(&path), env(&[]), &Overrides::default()).unwrap();
+        let q = cfg.quorum().unwrap();
+        assert_eq!(q.node_id, 2);
+        assert_eq!(q.voters.len(), 2);
+        assert_eq!(q.voters[&1], "h1:9093");
+
+        let cfg = BrokerConfig::load(
+            None,
+            env(&[
+                ("STRATA_CONTROLLER_QUORUM_VOTERS", "1@a:1, 2@b:2,3@c:3"),
+                ("STRATA_RAFT_LISTEN", "127.0.0.1:19093"),
+                ("STRATA_RAFT_SNAPSHOT_INTERVAL_ENTRIES", "50"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let q = cfg.quorum().unwrap();
+        assert_eq!(q.voters.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(q.voters[&3], "c:3");
+        assert_eq!(q.raft_listen, "127.0.0.1:19093");
+        assert_eq!(q.snapshot_interval_entries, 50);
+
+        // Not a voter: a learner, which is fine.
+        let cfg = BrokerConfig::load(
+            None,
+            env(&[
+                ("STRATA_NODE_ID", "9"),
+                ("STRATA_CONTROLLER_QUORUM_VOTERS", "1@a:1"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(!cfg.quorum().unwrap().voters.contains_key(&9));
+    }
+
+    #[test]
+    fn quorum_voters_errors_are_clear() {
+        let load = |pairs: &[(&str, &str)]| {
+            BrokerConfig::load(None, env(pairs), &Overrides::default())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = load(&[("STRATA_CONTROLLER_QUORUM_VOTERS", "1@a:1,b:2")]);
+        assert!(
+            e.contains("controller_quorum_voters") && e.contains("'b:2' is not id@host:port"),
+            "{e}"
+        );
+        let e = load(&[("STRATA_CONTROLLER_QUORUM_VOTERS", "1@a:1,1@b:2")]);
+        assert!(e.contains("node id 1 is listed twice"), "{e}");
+        let e = load(&[
+            ("STRATA_CONTROLLER_QUORUM_VOTERS", "1@a:1"),
+            ("STRATA_RAFT_LISTEN", ""),
+        ]);
+        assert!(
+            e.contains("raft_listen") && e.contains("must be set"),
+            "{e}"
+        );
+        let e = load(&[
+            ("STRATA_NODE_ID", "4"),
+            ("STRATA_CONTROLLER_QUORUM_VOTERS", "1@a:1"),
+            ("STRATA_RAFT_LISTEN", "0.0.0.0:9093"),
+        ]);
+        assert!(e.contains("joins as a learner"), "{e}");
+        let e = load(&[("STRATA_RAFT_LISTEN", "nope")]);
+        assert!(e.contains("raft_listen"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        std::fs::write(&path, "controller_quorum_voters = \"1@a:1\"\n").unwrap();
+        let e = BrokerConfig::load(Some(&path), env(&[]), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("controller_quorum_voters"), "{e}");
     }
 
     #[test]

@@ -104,6 +104,8 @@ class Broker:
         env.setdefault("RUST_BACKTRACE", "1")
         # Many brokers run at once: no admin HTTP port unless a test asks for one.
         env["STRATA_HTTP_LISTEN"] = ""
+        # Nor a raft RPC port: a lone broker needs none (cluster tests set their own).
+        env["STRATA_RAFT_LISTEN"] = ""
         env.update(self.extra_env)
         return env
 
