@@ -247,6 +247,54 @@ pub fn validate_produce_batches(
     Ok(infos)
 }
 
+/// Walks record batches as a partition leader sent them in a Fetch response, for a follower
+/// to append unchanged: each must be magic 2, CRC-correct, with a non-negative offset span
+/// and a known codec. Unlike [`validate_produce_batches`], control and transactional
+/// batches pass, and record counts may be below the offset span (compaction leaves such
+/// batches, even empty ones). A final batch cut short by the fetch size limit is not an
+/// error: the walk stops before it, and the follower fetches it again. Returns the complete
+/// batches; the last one's range end is how many bytes they use.
+pub fn validate_replica_batches(buf: &[u8]) -> Result<Vec<BatchInfo>, LogError> {
+    let mut infos = Vec::new();
+    let mut pos = 0;
+    while pos < buf.len() {
+        let rest = &buf[pos..];
+        if rest.len() < HEADER_LEN {
+            break;
+        }
+        let header = BatchHeader::parse(rest)?;
+        let size = header.total_size();
+        if size > rest.len() {
+            break;
+        }
+        let computed = compute_crc(&rest[..size]);
+        if computed != header.crc {
+            return Err(LogError::CorruptBatch(format!(
+                "replicated batch at byte {pos} has CRC {:#010x}, computed {computed:#010x}",
+                header.crc
+            )));
+        }
+        if header.last_offset_delta < 0 || header.records_count < 0 {
+            return Err(LogError::CorruptBatch(format!(
+                "replicated batch at byte {pos} has last offset delta {} and {} records",
+                header.last_offset_delta, header.records_count
+            )));
+        }
+        if header.compression_codec() > MAX_COMPRESSION_CODEC {
+            return Err(LogError::CorruptBatch(format!(
+                "replicated batch at byte {pos} has unknown compression codec {}",
+                header.compression_codec()
+            )));
+        }
+        infos.push(BatchInfo {
+            header,
+            range: pos..pos + size,
+        });
+        pos += size;
+    }
+    Ok(infos)
+}
+
 /// Kafka's rule for client batches: a positive record count equal to the offset span.
 fn check_counts(header: &BatchHeader) -> Result<(), LogError> {
     if header.records_count <= 0 {
@@ -477,6 +525,43 @@ mod tests {
         let items: Vec<_> = BatchIter::new(&buf).collect();
         assert_eq!(items.len(), 2);
         assert!(matches!(items[1], Err(LogError::UnsupportedMagic(0))));
+    }
+
+    #[test]
+    fn replica_validation_accepts_control_and_stops_at_a_partial_tail() {
+        let control = test_batch_with(&[(None, Some(b"m"))], 0, |h| {
+            h.attributes = CONTROL_FLAG | TRANSACTIONAL_FLAG;
+            h.producer_id = 4;
+            h.producer_epoch = 0;
+            h.base_sequence = -1;
+        });
+        let mut buf = one(2);
+        buf.extend_from_slice(&control);
+        let whole = buf.len();
+        buf.extend_from_slice(&one(1)[..HEADER_LEN + 4]);
+        let infos = validate_replica_batches(&buf).unwrap();
+        assert_eq!(infos.len(), 2);
+        assert_eq!(infos[1].range.end, whole);
+        assert!(infos[1].header.is_control());
+        // A header cut short is a partial tail too.
+        assert_eq!(
+            validate_replica_batches(&buf[..whole + 20]).unwrap().len(),
+            2
+        );
+        assert!(validate_replica_batches(&[]).unwrap().is_empty());
+        let mut bad = one(1);
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        assert!(matches!(
+            validate_replica_batches(&bad),
+            Err(LogError::CorruptBatch(_))
+        ));
+        let mut old = one(1);
+        old[MAGIC_AT] = 1;
+        assert!(matches!(
+            validate_replica_batches(&old),
+            Err(LogError::UnsupportedMagic(1))
+        ));
     }
 
     proptest! {

@@ -19,11 +19,19 @@
 //! and on open it is rebuilt from the newest snapshot plus the log after it (see
 //! [`crate::log::producer_state`]).
 //!
+//! Replication: every batch carries the leader epoch it was written in, and the leader
+//! epoch cache (`epochs`) records where each epoch starts, so a follower can find where its
+//! log diverged from the leader's. `replica` appends batches exactly as a leader sent them
+//! and truncates a diverged tail.
+//!
 //! `open` loads a directory; `retention` moves the log start and deletes segments;
-//! `producers` loads, snapshots and expires the producer state.
+//! `producers` loads, snapshots and expires the producer state; `epochs` keeps the leader
+//! epoch cache; `replica` does follower appends and truncation.
 
+mod epochs;
 mod open;
 mod producers;
+mod replica;
 mod retention;
 
 use std::collections::BTreeMap;
@@ -38,6 +46,8 @@ use super::policy::{should_roll, RollInput};
 use super::producer_state::{AppendCheck, ProducerStates};
 use super::segment::Segment;
 use super::{LogConfig, LogError, TimestampType};
+use epochs::LeaderEpochCache;
+pub use replica::ReplicaAppend;
 
 /// `<data_dir>/<topic>-<partition>`, Kafka's directory layout.
 pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
@@ -85,8 +95,11 @@ impl PlannedRead {
         };
         if let Some(plan) = self.plan {
             let slice = plan.read()?;
-            result.records = slice.bytes;
-            result.next_offset = slice.next_offset;
+            // Empty if a follower truncated the data away after the plan was made.
+            if !slice.bytes.is_empty() {
+                result.records = slice.bytes;
+                result.next_offset = slice.next_offset;
+            }
         }
         Ok(result)
     }
@@ -100,6 +113,8 @@ pub struct PartitionLog {
     log_end_offset: i64,
     /// Idempotent producers' state as of `log_end_offset`.
     producers: ProducerStates,
+    /// Where each leader epoch's batches start.
+    epochs: LeaderEpochCache,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -219,19 +234,8 @@ impl PartitionLog {
         }
         let base_offset = self.log_end_offset;
         let last_offset = next - 1;
-        let active = self.active();
-        let roll = RollInput {
-            segment_base_offset: active.base_offset(),
-            segment_size_bytes: active.size_bytes(),
-            segment_created_at_ms: active.created_at_ms(),
-            index_entries: active.index_entries(),
-            incoming_bytes: records.len() as u64,
-            incoming_last_offset: last_offset,
-            now_ms,
-        };
-        if should_roll(&roll, self.config.segment_bytes, self.config.segment_ms) {
-            self.roll(now_ms)?;
-        }
+        self.roll_if_due(records.len() as u64, last_offset, now_ms)?;
+        self.note_epochs(&headers)?;
         self.active_mut().append(records, &headers, now_ms)?;
         self.log_end_offset = next;
         for h in &headers {
@@ -245,6 +249,30 @@ impl PartitionLog {
             log_start_offset: self.log_start_offset,
             duplicate: false,
         })
+    }
+
+    /// Rolls first if appending `incoming_bytes` of batches ending at `incoming_last_offset`
+    /// to the active segment breaks the roll policy ([`should_roll`]).
+    fn roll_if_due(
+        &mut self,
+        incoming_bytes: u64,
+        incoming_last_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let active = self.active();
+        let roll = RollInput {
+            segment_base_offset: active.base_offset(),
+            segment_size_bytes: active.size_bytes(),
+            segment_created_at_ms: active.created_at_ms(),
+            index_entries: active.index_entries(),
+            incoming_bytes,
+            incoming_last_offset,
+            now_ms,
+        };
+        if should_roll(&roll, self.config.segment_bytes, self.config.segment_ms) {
+            self.roll(now_ms)?;
+        }
+        Ok(())
     }
 
     /// Seals the active segment (fsyncing it, which is rare enough to do under the lock)
@@ -424,6 +452,7 @@ impl PartitionLog {
             }
             expected = Some(seg.next_offset());
         }
+        self.epochs.validate(self.log_end_offset);
         self.producers.validate();
         for (pid, e) in self.producers.iter() {
             assert!(
@@ -438,5 +467,7 @@ impl PartitionLog {
 
 #[cfg(test)]
 mod producer_tests;
+#[cfg(test)]
+mod replica_tests;
 #[cfg(test)]
 mod tests;

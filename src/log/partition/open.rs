@@ -1,6 +1,6 @@
 //! Opening a partition directory: finding its segments, sweeping what interrupted writes
 //! and deletions left behind, recovering the active segment, reading the log start
-//! checkpoint and rebuilding the producer state.
+//! checkpoint and rebuilding the producer state and the leader epoch cache.
 //!
 //! Invariant on return: the segments are contiguous (anything else is reported as a
 //! corrupt segment, not repaired), the log start lies within them, and no sealed segment
@@ -15,7 +15,7 @@ use crate::log::checkpoint;
 use crate::log::segment::{parse_file_name, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
 use crate::log::{LogConfig, LogError};
 
-fn wall_clock_ms() -> i64 {
+pub(super) fn wall_clock_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -112,9 +112,11 @@ impl PartitionLog {
             log_start_offset,
             log_end_offset,
             producers: Default::default(),
+            epochs: Default::default(),
         };
         log.delete_segments_below_start()?;
         log.load_producer_state(wall_clock_ms())?;
+        log.load_epochs()?;
         log.check();
         Ok(log)
     }

@@ -17,6 +17,7 @@
 
 mod indexer;
 mod open;
+mod truncate;
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -71,19 +72,21 @@ pub struct ReadPlan {
     pos: u64,
     len: usize,
     first_offset: i64,
-    first_next_offset: i64,
     max_offset_exclusive: i64,
 }
 
 impl ReadPlan {
-    /// Copies the whole batches the plan covers that start below its offset limit.
+    /// Copies the whole batches the plan covers that start below its offset limit. A
+    /// follower may have cut the file's tail ([`Segment::truncate_to`]) since the plan was
+    /// made: the read then stops at the new end, and if even the first batch is gone it
+    /// returns nothing (`next_offset` is then `first_offset`).
     pub fn read(self) -> Result<ReadSlice, LogError> {
         let mut buf = vec![0u8; self.len];
-        self.file
-            .read_exact_at(&mut buf, self.pos)
+        let got = read_up_to(&self.file, &mut buf, self.pos)
             .map_err(|e| LogError::io(format!("read {}", self.path.display()), e))?;
+        buf.truncate(got);
         let mut end = 0;
-        let mut next_offset = self.first_next_offset;
+        let mut next_offset = self.first_offset;
         for item in BatchIter::new(&buf) {
             let (h, range) = item.map_err(|e| LogError::CorruptSegment {
                 path: self.path.clone(),
@@ -104,13 +107,28 @@ impl ReadPlan {
     }
 }
 
+/// Reads into `buf` from `pos` until it is full or the file ends; returns the bytes read.
+fn read_up_to(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], pos + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 pub struct Segment {
     base_offset: i64,
     log_path: PathBuf,
     index_path: PathBuf,
     time_index_path: PathBuf,
-    /// Shared so reads can copy data outside the partition lock (the file is append-only
-    /// while open; a deleted segment's open handle still reads).
+    /// Shared so reads can copy data outside the partition lock (the file only grows,
+    /// except when a follower truncates it, which reads tolerate; a deleted segment's open
+    /// handle still reads).
     log: Arc<File>,
     indexes: Indexes,
     size_bytes: u64,
@@ -305,7 +323,6 @@ impl Segment {
             pos,
             len: want as usize,
             first_offset: first.base_offset,
-            first_next_offset: first.next_offset(),
             max_offset_exclusive,
         }))
     }
