@@ -118,16 +118,36 @@ impl Broker {
                 }
             }
         });
+        // Replication: followers fetch from their leaders; leaders keep their ISR current.
+        tokio::spawn(crate::replication::fetcher::run(
+            metadata.clone(),
+            logs.clone(),
+            config.node_id,
+            crate::replication::fetcher::FetchSettings {
+                max_wait_ms: config.replica_fetch_max_wait_ms,
+                partition_max_bytes: config.replica_fetch_max_bytes,
+                response_max_bytes: config.replica_fetch_response_max_bytes,
+            },
+        ));
+        tokio::spawn(crate::replication::isr::run(
+            metadata.clone(),
+            logs.clone(),
+            std::time::Duration::from_millis(config.replica_lag_time_max_ms),
+        ));
         ensure_offsets_topic(&metadata, &logs, &config).await?;
         let offsets_partitions = metadata
             .image()
             .topic(crate::coordinator::store::TOPIC)
             .map_or(config.offsets_topic_num_partitions, |t| t.partitions);
         let coordinator = Coordinator::new(&config, logs.clone(), offsets_partitions);
-        // Replaying __consumer_offsets can take a while; groups answer
-        // COORDINATOR_LOAD_IN_PROGRESS until their partition is loaded.
-        let loader = coordinator.clone();
-        tokio::task::spawn_blocking(move || loader.load_all());
+        // The coordinator serves the groups of the __consumer_offsets partitions this broker
+        // leads, following leadership changes. Replaying a partition can take a while; its
+        // groups answer COORDINATOR_LOAD_IN_PROGRESS until it is loaded.
+        tokio::spawn(follow_offsets_leadership(
+            metadata.clone(),
+            coordinator.clone(),
+            config.node_id,
+        ));
         tokio::spawn(
             coordinator
                 .clone()
@@ -188,6 +208,34 @@ impl Broker {
         tokio::task::block_in_place(|| self.logs.close());
         self.tiering.close().await;
         self.metadata.shutdown().await;
+    }
+}
+
+/// Keeps the coordinator's partitions equal to the `__consumer_offsets` partitions this
+/// broker leads.
+async fn follow_offsets_leadership(metadata: Metadata, coordinator: Arc<Coordinator>, me: i32) {
+    let mut changes = metadata.subscribe();
+    let mut last = None;
+    loop {
+        let image = metadata.image();
+        let led: std::collections::BTreeSet<i32> = image
+            .topic(crate::coordinator::store::TOPIC)
+            .map(|t| {
+                (0..t.partitions)
+                    .filter(|&p| t.leader(p) == Some(me))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if last.as_ref() != Some(&led) {
+            let (c, l) = (coordinator.clone(), led.clone());
+            if let Err(e) = tokio::task::spawn_blocking(move || c.sync_leadership(&l)).await {
+                tracing::error!(error = %e, "loading coordinator partitions");
+            }
+            last = Some(led);
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
     }
 }
 

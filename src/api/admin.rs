@@ -146,14 +146,13 @@ pub fn offset_for_leader_epoch(
                 (Ok(_), None) => {
                     r = r.with_error_code(ResponseError::UnknownTopicOrPartition.code())
                 }
-                // Every epoch so far continued the same log (one replica per partition), so
-                // an epoch the partition has had ends at the log end; later ones are unknown.
-                (Ok(epoch), Some(partition)) if (0..=epoch).contains(&p.leader_epoch) => {
-                    r = r
-                        .with_leader_epoch(p.leader_epoch)
-                        .with_end_offset(partition.offsets().log_end)
+                // The largest epoch at or below the one asked for, and where it ends (Kafka's
+                // answer); epochs before any this log holds are undefined (-1, -1).
+                (Ok(_), Some(partition)) => {
+                    if let Some((epoch, end)) = partition.end_offset_for_epoch(p.leader_epoch) {
+                        r = r.with_leader_epoch(epoch).with_end_offset(end);
+                    }
                 }
-                (Ok(_), Some(_)) => {}
             }
             partitions.push(r);
         }

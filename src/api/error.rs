@@ -30,6 +30,12 @@ pub enum ServeError {
     NotLeaderOrFollower(String),
     #[error("{0} has no leader: its in-sync replicas are all offline")]
     LeaderNotAvailable(String),
+    #[error("{0}: {1} in-sync replicas, fewer than min.insync.replicas = {2}")]
+    NotEnoughReplicas(String, usize, usize),
+    #[error("{0}: written, but the in-sync replicas fell below min.insync.replicas before it was replicated")]
+    NotEnoughReplicasAfterAppend(String),
+    #[error("{0}: not replicated to the in-sync replicas within the request timeout")]
+    ReplicationTimedOut(String),
     #[error("{0}: leader epoch {1} is older than the current {2}")]
     FencedLeaderEpoch(String, i32, i32),
     #[error("{0}: leader epoch {1} is newer than the current {2}")]
@@ -76,6 +82,7 @@ pub fn error_code(e: &ServeError) -> ResponseError {
             LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
             LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             LogError::InvalidRecord(_) => ResponseError::InvalidRecord,
+            LogError::NotLeader(_) => ResponseError::NotLeaderOrFollower,
             LogError::Producer(p) => match p {
                 // Kafka 2.7+ answers a fenced epoch on produce with INVALID_PRODUCER_EPOCH
                 // (not PRODUCER_FENCED), which idempotent clients recover from.
@@ -121,6 +128,9 @@ pub fn error_code(e: &ServeError) -> ResponseError {
         ServeError::NotLeaderOrFollower(_) => ResponseError::NotLeaderOrFollower,
         ServeError::LeaderNotAvailable(_) => ResponseError::LeaderNotAvailable,
         ServeError::FencedLeaderEpoch(..) => ResponseError::FencedLeaderEpoch,
+        ServeError::NotEnoughReplicas(..) => ResponseError::NotEnoughReplicas,
+        ServeError::NotEnoughReplicasAfterAppend(_) => ResponseError::NotEnoughReplicasAfterAppend,
+        ServeError::ReplicationTimedOut(_) => ResponseError::RequestTimedOut,
         ServeError::UnknownLeaderEpoch(..) => ResponseError::UnknownLeaderEpoch,
         ServeError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         ServeError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
@@ -145,6 +155,7 @@ pub fn error_code(e: &ServeError) -> ResponseError {
         },
         ServeError::Coordinator(e) => match e {
             CoordinatorError::Loading => ResponseError::CoordinatorLoadInProgress,
+            CoordinatorError::NotCoordinator => ResponseError::NotCoordinator,
             CoordinatorError::InvalidGroupId => ResponseError::InvalidGroupId,
             CoordinatorError::MetadataTooLarge(_) => ResponseError::OffsetMetadataTooLarge,
             CoordinatorError::SubscribedToTopic => ResponseError::GroupSubscribedToTopic,

@@ -166,13 +166,54 @@ fn read_all(
             let remote = hosted
                 .as_ref()
                 .and_then(|h| image.remote_log(&h.id, p.partition));
+            if replica >= 0 {
+                let limit = (p.partition_max_bytes.max(0) as usize)
+                    .min(remaining.max(if total == 0 { 1 } else { 0 }));
+                let result = read_for_replica(
+                    broker,
+                    &image,
+                    name.as_deref(),
+                    p,
+                    partition.as_ref(),
+                    replica,
+                    limit,
+                );
+                match result {
+                    Ok((bytes, offsets, diverging)) => {
+                        total += bytes.len();
+                        remaining = remaining.saturating_sub(bytes.len());
+                        data = data
+                            .with_high_watermark(offsets.high_watermark)
+                            .with_last_stable_offset(offsets.high_watermark)
+                            .with_log_start_offset(offsets.log_start)
+                            .with_records(Some(bytes));
+                        if let Some((epoch, end_offset)) = diverging {
+                            // Answered at once: the follower truncates, then fetches again.
+                            total = total.max(1);
+                            data = data.with_diverging_epoch(
+                                kafka_protocol::messages::fetch_response::EpochEndOffset::default()
+                                    .with_epoch(epoch)
+                                    .with_end_offset(end_offset),
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        any_error = true;
+                        if let Some(o) = partition.as_ref().map(|p| p.offsets()) {
+                            data = data
+                                .with_high_watermark(o.high_watermark)
+                                .with_last_stable_offset(o.high_watermark)
+                                .with_log_start_offset(o.log_start);
+                        }
+                        data = data.with_error_code(e.code());
+                    }
+                }
+                partitions.push(data);
+                continue;
+            }
             let mut limit = 0;
             let result =
-                if replica >= 0 {
-                    Err(ServeError::InvalidRequest(format!(
-                        "replica id {replica}: only brokers may fetch as replicas"
-                    )))
-                } else if let Some(e) = not_leader {
+                if let Some(e) = not_leader {
                     Err(e)
                 } else if let Some(partition) = &partition {
                     // The first partition with data may exceed max_bytes by one batch (KIP-74).
@@ -271,6 +312,69 @@ fn read_all(
         out.push(resp);
     }
     (out, total, any_error, remote_reads)
+}
+
+/// What a follower's fetch of one partition gets: records, offsets, and where its log
+/// diverged from the leader's (epoch, end offset) if it did.
+type ReplicaRead = (Bytes, crate::storage::Offsets, Option<(i32, i64)>);
+
+/// A follower's fetch of one partition: only live brokers that replicate the partition may
+/// fetch as its replicas, and only from its leader at the current epoch. Their fetch offset
+/// tells the leader how far they hold the log (and may move the high watermark); they read
+/// up to the log end.
+fn read_for_replica(
+    broker: &Broker,
+    image: &crate::cluster::MetadataImage,
+    name: Option<&str>,
+    p: &kafka_protocol::messages::fetch_request::FetchPartition,
+    partition: Option<&Arc<crate::storage::Partition>>,
+    replica: i32,
+    limit: usize,
+) -> Result<ReplicaRead, ServeError> {
+    let name =
+        name.ok_or_else(|| ServeError::UnknownTopicOrPartition("unknown topic id".into()))?;
+    let replicas = image
+        .topic(name)
+        .and_then(|t| t.partition(p.partition))
+        .map(|r| r.replicas.clone())
+        .ok_or_else(|| ServeError::UnknownTopicOrPartition(format!("{name}-{}", p.partition)))?;
+    let live = image.brokers.get(&replica).is_some_and(|b| !b.fenced);
+    if !live || !replicas.contains(&replica) {
+        return Err(ServeError::InvalidRequest(format!(
+            "replica id {replica} is not a live replica of {name}-{}: only brokers that \
+             replicate a partition may fetch as its replicas",
+            p.partition
+        )));
+    }
+    super::check_leader(
+        image,
+        name,
+        p.partition,
+        broker.node_id,
+        p.current_leader_epoch,
+    )?;
+    let partition = partition
+        .ok_or_else(|| ServeError::UnknownTopicOrPartition(format!("{name}-{}", p.partition)))?;
+    // KIP-320/595: if the follower's last epoch ends earlier here than its fetch offset (or
+    // this log never had that epoch), its log diverged: tell it where to truncate to.
+    if p.last_fetched_epoch >= 0 {
+        let diverged = match partition.end_offset_for_epoch(p.last_fetched_epoch) {
+            Some((epoch, end)) if epoch != p.last_fetched_epoch || end < p.fetch_offset => {
+                Some((epoch, end))
+            }
+            Some(_) => None,
+            // Older than anything held here (the log start moved past it).
+            None => None,
+        };
+        if let Some((epoch, end)) = diverged {
+            return Ok((Bytes::new(), partition.offsets(), Some((epoch, end))));
+        }
+    }
+    let read = partition.read_replica(p.fetch_offset, limit)?;
+    let hw = partition.record_follower_fetch(replica, p.fetch_offset, std::time::Instant::now());
+    let (bytes, mut offsets) = read;
+    offsets.high_watermark = hw;
+    Ok((bytes, offsets, None))
 }
 
 fn topic_name(ctx: &Ctx, image: &crate::cluster::MetadataImage, t: &FetchTopic) -> Option<String> {

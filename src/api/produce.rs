@@ -20,6 +20,8 @@ struct Pending {
     topic: usize,
     response: PartitionProduceResponse,
     flush: Option<oneshot::Receiver<FlushResult>>,
+    /// acks=all: the partition and the offset its high watermark must reach.
+    replicate: Option<(Arc<crate::storage::Partition>, i64, i32)>,
 }
 
 pub async fn handle(
@@ -43,6 +45,7 @@ pub async fn handle(
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
             let mut flush = None;
+            let mut replicate = None;
             let partition = hosted
                 .as_ref()
                 .and_then(|h| h.partitions.get(&pd.index).cloned());
@@ -59,6 +62,16 @@ pub async fn handle(
                 )))
             } else if broker.tiering.disk_low() && partition.is_some() {
                 Err(ServeError::DiskLow)
+            } else if let Some((isr, min)) = partition
+                .as_ref()
+                .map(|p| p.insync())
+                .filter(|(isr, min)| acks == -1 && isr < min)
+            {
+                Err(ServeError::NotEnoughReplicas(
+                    format!("{}-{}", &*t.name.0, pd.index),
+                    isr,
+                    min,
+                ))
             } else if let Some(p) = partition {
                 let records = pd.records.unwrap_or_default();
                 match p.append(&records, now) {
@@ -71,6 +84,9 @@ pub async fn handle(
                             .with_base_offset(a.base_offset)
                             .with_log_append_time_ms(a.log_append_time.unwrap_or(-1))
                             .with_log_start_offset(a.log_start_offset);
+                        if acks == -1 {
+                            replicate = Some((p.clone(), a.last_offset + 1, a.leader_epoch));
+                        }
                         if a.needs_flush && acks != 0 {
                             flush = Some(broker.logs.flusher().submit(p).await);
                         } else if a.needs_flush || a.flush_due {
@@ -96,6 +112,7 @@ pub async fn handle(
                 topic: ti,
                 response: resp,
                 flush,
+                replicate,
             });
         }
     }
@@ -103,17 +120,38 @@ pub async fn handle(
         return Ok(Reply::Nothing);
     }
     let (api, version, correlation_id) = (ctx.api, ctx.version, ctx.header.correlation_id);
+    let timeout = std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     let finish = async move {
         for p in pending {
             let mut resp = p.response;
+            let mut failed = None;
             if let Some(rx) = p.flush {
                 if let Err(e) = Flusher::wait(rx).await {
-                    let e = ServeError::Flush(e);
-                    resp = resp
-                        .with_base_offset(-1)
-                        .with_error_code(e.code())
-                        .with_error_message(Some(str_bytes(e.to_string())));
+                    failed = Some(ServeError::Flush(e));
                 }
+            }
+            // acks=all: the in-sync replicas must hold it too (the high watermark passes it).
+            if let (None, Some((partition, end, epoch))) = (&failed, p.replicate) {
+                match partition.wait_for_high_watermark(end, epoch, timeout).await {
+                    Ok(()) => {}
+                    Err(crate::storage::ReplicationWait::NotLeader) => {
+                        failed = Some(ServeError::NotLeaderOrFollower(partition.name()));
+                    }
+                    Err(crate::storage::ReplicationWait::TimedOut) => {
+                        let (isr, min) = partition.insync();
+                        failed = Some(if isr < min {
+                            ServeError::NotEnoughReplicasAfterAppend(partition.name())
+                        } else {
+                            ServeError::ReplicationTimedOut(partition.name())
+                        });
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                resp = resp
+                    .with_base_offset(-1)
+                    .with_error_code(e.code())
+                    .with_error_message(Some(str_bytes(e.to_string())));
             }
             topics[p.topic].partition_responses.push(resp);
         }

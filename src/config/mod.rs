@@ -141,6 +141,15 @@ pub struct BrokerConfig {
     /// Replication factor of the internal `__consumer_offsets` topic when it is created (the
     /// first broker to start creates it, so start the cluster's brokers together).
     pub offsets_topic_replication_factor: i16,
+    /// A follower that has not caught up with its leader's log end for this long leaves the
+    /// ISR (Kafka `replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
+    /// Longest a follower's fetch waits at the leader for new data.
+    pub replica_fetch_max_wait_ms: i32,
+    /// Bytes a follower fetches per partition per request.
+    pub replica_fetch_max_bytes: i32,
+    /// Bytes a follower fetches per request, over all partitions.
+    pub replica_fetch_response_max_bytes: i32,
     /// Tiered storage: the object store, uploads and the remote-read cache.
     pub tiering: tiering::TieringConfig,
     /// Named sets of topic configs (`[tier_profiles.<name>]`, Kafka names as keys) that a topic
@@ -196,6 +205,10 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: 2000,
             broker_session_timeout_ms: 9000,
             offsets_topic_replication_factor: 1,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_max_wait_ms: 500,
+            replica_fetch_max_bytes: 1024 * 1024,
+            replica_fetch_response_max_bytes: 10 * 1024 * 1024,
             tiering: tiering::TieringConfig::default(),
             tier_profiles: BTreeMap::new(),
         }
@@ -328,6 +341,17 @@ impl BrokerConfig {
             return Err(invalid(
                 "broker_session_timeout_ms",
                 "must exceed broker_heartbeat_interval_ms, which must be >= 1",
+            ));
+        }
+        if self.replica_lag_time_max_ms == 0
+            || self.replica_fetch_max_wait_ms < 0
+            || self.replica_fetch_max_bytes < 1024
+            || self.replica_fetch_response_max_bytes < self.replica_fetch_max_bytes
+        {
+            return Err(invalid(
+                "replica_fetch_max_bytes",
+                "replica settings: lag time >= 1 ms, max wait >= 0, fetch max bytes >= 1024 and \
+                 no larger than replica_fetch_response_max_bytes",
             ));
         }
         if self.offsets_topic_replication_factor < 1 {

@@ -15,7 +15,7 @@ pub mod group;
 pub mod records;
 pub mod store;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -44,6 +44,8 @@ const COMPACT_CHECK_EVERY: Duration = Duration::from_secs(30);
 pub enum CoordinatorError {
     #[error("the coordinator is still loading this group's partition")]
     Loading,
+    #[error("this broker is not the group's coordinator; find it again")]
+    NotCoordinator,
     #[error("group id must not be empty")]
     InvalidGroupId,
     #[error(transparent)]
@@ -71,6 +73,8 @@ struct State {
     consumer_groups: HashMap<String, consumer::ConsumerGroup>,
     consumer_persisted: HashMap<String, Vec<u8>>,
     loaded: HashSet<i32>,
+    /// Partitions this broker leads (loaded or being loaded).
+    led: BTreeSet<i32>,
     groups: HashMap<String, Group>,
     stores: HashMap<i32, OffsetStore>,
     waiters: HashMap<Token, Waiter>,
@@ -147,45 +151,87 @@ impl Coordinator {
         partition_for(group_id, self.partitions)
     }
 
-    /// Replays every `__consumer_offsets` partition, then serves its groups. Runs once at start.
-    pub fn load_all(self: &Arc<Self>) {
-        let started = std::time::Instant::now();
-        let now = crate::now_ms();
-        let mut groups = 0usize;
-        for p in 0..self.partitions {
-            let store = match self.logs.partition(store::TOPIC, p) {
-                Some(part) => match store::load(&part) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(partition = p, error = %e, "cannot load coordinator partition; its groups stay unavailable");
-                        continue;
-                    }
-                },
-                None => OffsetStore::default(),
-            };
-            let mut store = store;
-            let snapshots = store.take_group_snapshots();
-            let consumer_snapshots = store.take_consumer_group_snapshots();
+    /// Makes the coordinator serve exactly the groups of the `__consumer_offsets` partitions
+    /// this broker leads (`led`): newly led partitions are replayed from the log, then served
+    /// (COORDINATOR_LOAD_IN_PROGRESS meanwhile); partitions led elsewhere now are dropped
+    /// (NOT_COORDINATOR). Blocking: replays read the log.
+    pub fn sync_leadership(self: &Arc<Self>, led: &BTreeSet<i32>) {
+        let (gained, lost): (Vec<i32>, Vec<i32>) = {
             let mut st = self.lock();
-            for (id, snap) in consumer_snapshots {
-                groups += 1;
-                let bytes = encode_value(&RecordValue::ConsumerGroup(Box::new(snap.clone())));
-                let g = consumer::ConsumerGroup::restore(snap, self.consumer_config, now);
-                st.consumer_groups.insert(id.clone(), g);
-                st.consumer_persisted.insert(id, bytes);
-            }
-            for (id, snap) in snapshots {
-                groups += 1;
-                st.groups
-                    .insert(id, Group::restore(snap, self.group_config, now));
-            }
-            st.stores.insert(p, store);
-            st.loaded.insert(p);
+            let gained = led.difference(&st.led).copied().collect();
+            let lost = st.led.difference(led).copied().collect();
+            st.led = led.clone();
+            (gained, lost)
+        };
+        for p in lost {
+            self.unload(p);
+        }
+        if gained.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let mut groups = 0usize;
+        for &p in &gained {
+            groups += self.load(p);
         }
         tracing::info!(
+            partitions = gained.len(),
             groups,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "group coordinator loaded"
+            "group coordinator loaded {}",
+            store::TOPIC
+        );
+    }
+
+    /// Replays partition `p` and serves its groups, unless leadership moved away meanwhile.
+    fn load(self: &Arc<Self>, p: i32) -> usize {
+        let now = crate::now_ms();
+        let mut store = match self.logs.partition(store::TOPIC, p) {
+            Some(part) => match store::load(&part) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(partition = p, error = %e, "cannot load coordinator partition; its groups stay unavailable");
+                    return 0;
+                }
+            },
+            None => OffsetStore::default(),
+        };
+        let snapshots = store.take_group_snapshots();
+        let consumer_snapshots = store.take_consumer_group_snapshots();
+        let mut st = self.lock();
+        if !st.led.contains(&p) {
+            return 0;
+        }
+        let groups = snapshots.len() + consumer_snapshots.len();
+        for (id, snap) in consumer_snapshots {
+            let bytes = encode_value(&RecordValue::ConsumerGroup(Box::new(snap.clone())));
+            let g = consumer::ConsumerGroup::restore(snap, self.consumer_config, now);
+            st.consumer_groups.insert(id.clone(), g);
+            st.consumer_persisted.insert(id, bytes);
+        }
+        for (id, snap) in snapshots {
+            st.groups
+                .insert(id, Group::restore(snap, self.group_config, now));
+        }
+        st.stores.insert(p, store);
+        st.loaded.insert(p);
+        groups
+    }
+
+    /// Stops serving partition `p`'s groups: another broker leads it now.
+    fn unload(&self, p: i32) {
+        let mut st = self.lock();
+        let partitions = st.partitions;
+        let mine = |id: &String| partition_for(id, partitions) == p;
+        st.groups.retain(|id, _| !mine(id));
+        st.consumer_groups.retain(|id, _| !mine(id));
+        st.consumer_persisted.retain(|id, _| !mine(id));
+        st.stores.remove(&p);
+        st.loaded.remove(&p);
+        tracing::info!(
+            partition = p,
+            "{} partition led elsewhere now; its groups moved",
+            store::TOPIC
         );
     }
 
@@ -195,7 +241,11 @@ impl Coordinator {
         }
         let p = self.partition_of(group_id);
         if !st.loaded.contains(&p) {
-            return Err(CoordinatorError::Loading);
+            return Err(if st.led.contains(&p) {
+                CoordinatorError::Loading
+            } else {
+                CoordinatorError::NotCoordinator
+            });
         }
         Ok(p)
     }

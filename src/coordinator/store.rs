@@ -27,7 +27,13 @@ pub enum StoreError {
     Log(#[from] crate::log::LogError),
     #[error("fsync of {TOPIC}: {0}")]
     Flush(Arc<std::io::Error>),
+    #[error("{TOPIC} partition {0}: not replicated to its in-sync replicas in time")]
+    NotReplicated(i32),
 }
+
+/// How long a coordinator write waits for its in-sync replicas (Kafka's
+/// offsets.commit.timeout.ms).
+const REPLICATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Appends `(key, value)` records (value `None` = tombstone) to one partition and waits
 /// until they are durable.
@@ -68,9 +74,18 @@ pub async fn append(
         .map_err(|e| StoreError::Encode(e.to_string()))?;
     let appended = p.append(&buf, now)?;
     if appended.needs_flush {
-        let rx = logs.flusher().submit(p).await;
+        let rx = logs.flusher().submit(p.clone()).await;
         Flusher::wait(rx).await.map_err(StoreError::Flush)?;
     }
+    // Like acks=all: a commit is answered once every in-sync replica has it, so it survives
+    // the loss of the coordinator's broker.
+    p.wait_for_high_watermark(
+        appended.last_offset + 1,
+        appended.leader_epoch,
+        REPLICATION_TIMEOUT,
+    )
+    .await
+    .map_err(|_| StoreError::NotReplicated(partition))?;
     Ok(())
 }
 

@@ -74,6 +74,9 @@ pub enum LogError {
     /// An idempotent producer's batch broke the epoch or sequence rules.
     #[error(transparent)]
     Producer(#[from] producer_state::ProducerError),
+    /// A client append reached a replica that does not lead the partition.
+    #[error("this broker does not lead {0}")]
+    NotLeader(String),
 }
 
 impl LogError {
@@ -97,7 +100,8 @@ impl LogError {
             | LogError::MessageTooLarge { .. }
             | LogError::OffsetOutOfRange { .. }
             | LogError::InvalidRecord(_)
-            | LogError::Producer(_) => false,
+            | LogError::Producer(_)
+            | LogError::NotLeader(_) => false,
         }
     }
 }

@@ -5,7 +5,9 @@
 //! the broker and in the deterministic simulation (`sim`, tests only) that checks it against
 //! thousands of random crash and partition schedules.
 //!
-//! Not yet wired into the broker (it runs one replica per partition).
+//! The broker runs these rules in `storage::Partition` (high watermark, roles), the Fetch
+//! handler (followers' reads), [`isr`] (ISR changes) and [`fetcher`] (followers); the pure
+//! state machines here are what the simulation checks.
 //!
 //! Rules (Kafka's, with KRaft and KIP-966):
 //! - Every leadership change bumps the partition's leader epoch; a replica accepts fetches,
@@ -21,6 +23,9 @@
 //! - A follower that becomes one (or learns of a new epoch) first truncates its log to where
 //!   it agrees with the leader (OffsetsForLeaderEpoch), then fetches.
 
+pub mod client;
+pub mod fetcher;
+pub mod isr;
 pub mod log;
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ pub mod metrics;
 mod partition;
 
 pub use flusher::{FlushResult, Flusher};
-pub use partition::{Appended, Offsets, Partition};
+pub use partition::{Appended, FollowerProgress, Offsets, Partition, ReplicationWait, Role};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -38,6 +38,28 @@ pub struct HostedTopic {
 fn hosts(meta: &crate::cluster::TopicMeta, index: i32, node_id: i32) -> bool {
     meta.partition(index)
         .is_none_or(|p| p.replicas.contains(&node_id))
+}
+
+/// Broker `node_id`'s role in partition `index` of `meta`.
+fn role_of(meta: &crate::cluster::TopicMeta, index: i32, node_id: i32) -> Role {
+    match meta.partition(index) {
+        Some(p) if p.leader == Some(node_id) => Role::Leader {
+            node: node_id,
+            epoch: p.epoch,
+            replicas: p.replicas.clone(),
+            isr: p.isr.clone(),
+        },
+        Some(p) => Role::Follower {
+            leader: p.leader,
+            epoch: p.epoch,
+        },
+        None => Role::Leader {
+            node: node_id,
+            epoch: 0,
+            replicas: vec![node_id],
+            isr: [node_id].into(),
+        },
+    }
 }
 
 pub struct LogManager {
@@ -179,6 +201,9 @@ impl LogManager {
                         now,
                     )),
                 );
+            }
+            for (&index, p) in &hosted.partitions {
+                p.set_role(role_of(meta, index, self.broker.node_id));
             }
         }
         Ok(())

@@ -4,10 +4,17 @@
 //! Invariant: `log_start <= high_watermark <= log_end`. For topics with durable acks
 //! (`flush.messages = 1`), the high watermark only advances after an fsync covering the
 //! records, so a consumer never reads a record that a crash could take back.
+//!
+//! Replication (Kafka's rules): the leader's high watermark is the smallest durable log end
+//! among the ISR (its own, and each in-sync follower's fetch offset), and does not advance
+//! while the ISR is smaller than `min.insync.replicas`; a follower's is the leader's, capped
+//! at its own durable end. The role comes from the metadata image.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -21,6 +28,44 @@ struct State {
     /// Messages appended since the last fsync (relaxed flush policy only).
     unflushed_messages: i64,
     last_flush_ms: i64,
+    role: Role,
+    /// Leader only: what each follower's fetches said.
+    followers: HashMap<i32, FollowerProgress>,
+    /// Follower only: the leader's high watermark from the last fetch.
+    leader_high_watermark: i64,
+    /// When the role last changed.
+    role_since: Instant,
+}
+
+/// This broker's part in a partition, from the metadata image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Leads at `epoch`; `isr` as the controller last committed it.
+    Leader {
+        node: i32,
+        epoch: i32,
+        replicas: Vec<i32>,
+        isr: BTreeSet<i32>,
+    },
+    /// Follows `leader` (none while the partition is offline) at `epoch`.
+    Follower { leader: Option<i32>, epoch: i32 },
+}
+
+impl Role {
+    pub fn epoch(&self) -> i32 {
+        match self {
+            Role::Leader { epoch, .. } | Role::Follower { epoch, .. } => *epoch,
+        }
+    }
+}
+
+/// A leader's view of one follower.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerProgress {
+    /// The follower's durable log end, as its last fetch offset said.
+    pub log_end: i64,
+    /// When the follower last fetched from at or beyond the leader's log end.
+    pub caught_up_at: Instant,
 }
 
 pub struct Partition {
@@ -29,6 +74,11 @@ pub struct Partition {
     dir: PathBuf,
     state: Mutex<State>,
     high_watermark: AtomicI64,
+    /// The end of what this replica holds durably (fsynced, or appended under a relaxed
+    /// flush policy): its own contribution to the high watermark.
+    local_end: AtomicI64,
+    /// The high watermark, for acks=all produces waiting on it.
+    hw_changed: watch::Sender<i64>,
     /// Sealed segments are archived to the object store: `remote.storage.enable`, never for
     /// internal topics. Kept beside the config so the produce path reads it without the lock.
     tiered: AtomicBool,
@@ -40,6 +90,9 @@ pub struct Partition {
 #[derive(Debug, Clone, Copy)]
 pub struct Appended {
     pub base_offset: i64,
+    pub last_offset: i64,
+    /// The leader epoch the batches were written at.
+    pub leader_epoch: i32,
     pub log_append_time: Option<i64>,
     pub log_start_offset: i64,
     /// The write is acknowledged only once fsynced (group commit).
@@ -48,6 +101,14 @@ pub struct Appended {
     pub flush_due: bool,
     /// An idempotent producer's retry: the offsets are the original's; nothing was appended.
     pub duplicate: bool,
+}
+
+/// Why an acks=all write was not confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicationWait {
+    /// Leadership moved on before the in-sync replicas had it.
+    NotLeader,
+    TimedOut,
 }
 
 /// Offsets of a partition at one instant.
@@ -102,7 +163,8 @@ impl Partition {
         data_changed: watch::Sender<u64>,
         now_ms: i64,
     ) -> Self {
-        // Everything recovered from disk survived a restart, so it is all visible.
+        // Everything recovered from disk survived a restart, so it is durable here; what
+        // readers may see is settled by the role (a lone replica shows all of it).
         let hw = log.log_end_offset();
         let tiered = AtomicBool::new(is_tiered(&topic, &config));
         Self {
@@ -115,8 +177,17 @@ impl Partition {
                 config,
                 unflushed_messages: 0,
                 last_flush_ms: now_ms,
+                role: Role::Follower {
+                    leader: None,
+                    epoch: -1,
+                },
+                followers: HashMap::new(),
+                leader_high_watermark: 0,
+                role_since: Instant::now(),
             }),
             high_watermark: AtomicI64::new(hw),
+            local_end: AtomicI64::new(hw),
+            hw_changed: watch::channel(hw).0,
             data_changed,
         }
     }
@@ -174,7 +245,152 @@ impl Partition {
     fn advance_high_watermark(&self, to: i64) {
         let prev = self.high_watermark.fetch_max(to, Ordering::AcqRel);
         if to > prev {
-            self.data_changed.send_modify(|v| *v = v.wrapping_add(1));
+            self.hw_changed.send_replace(to);
+            self.wake_fetches();
+        }
+    }
+
+    /// Wakes long-polling fetches (consumers re-check their high watermark, followers the
+    /// log end).
+    fn wake_fetches(&self) {
+        self.data_changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Records that this replica now holds `end` durably, and moves the high watermark as
+    /// the role allows.
+    fn set_local_end(&self, end: i64) {
+        self.local_end.fetch_max(end, Ordering::AcqRel);
+        let st = self.lock();
+        let hw = self.high_watermark_of(&st);
+        drop(st);
+        self.advance_high_watermark(hw);
+    }
+
+    /// The high watermark the role allows now (never applied backwards).
+    fn high_watermark_of(&self, st: &State) -> i64 {
+        let local = self.local_end.load(Ordering::Acquire);
+        match &st.role {
+            Role::Leader { node, isr, .. } => {
+                // KIP-966: no progress while the ISR is below min.insync.replicas.
+                if (isr.len() as i64) < i64::from(st.config.min_insync_replicas.max(1)) {
+                    return self.high_watermark();
+                }
+                isr.iter()
+                    .filter(|r| *r != node)
+                    .map(|r| st.followers.get(r).map_or(i64::MIN, |f| f.log_end))
+                    .fold(local, i64::min)
+            }
+            Role::Follower { .. } => local.min(st.leader_high_watermark),
+        }
+    }
+
+    /// Takes the role the metadata image gives this broker. A new leader starts with no
+    /// follower progress (its followers report on their next fetch); the high watermark
+    /// never moves back.
+    pub fn set_role(&self, role: Role) {
+        let mut st = self.lock();
+        if st.role == role {
+            return;
+        }
+        let new_epoch = st.role.epoch() != role.epoch();
+        if new_epoch || !matches!(role, Role::Leader { .. }) {
+            st.followers.clear();
+        }
+        if let Role::Follower { .. } = role {
+            st.leader_high_watermark = self.high_watermark();
+        }
+        if new_epoch {
+            st.role_since = Instant::now();
+        }
+        if let Role::Leader { epoch, .. } = &role {
+            if let Err(e) = st.log.begin_epoch(*epoch) {
+                tracing::error!(partition = %self.name(), epoch, error = %e,
+                    "cannot record the new leader epoch; followers may not see a divergence");
+            }
+        }
+        st.role = role;
+        let hw = self.high_watermark_of(&st);
+        drop(st);
+        self.advance_high_watermark(hw);
+        // Wake acks=all waiters: a write from an earlier epoch is no longer this leader's.
+        self.hw_changed.send_modify(|_| {});
+        self.wake_fetches();
+    }
+
+    pub fn role(&self) -> Role {
+        self.lock().role.clone()
+    }
+
+    /// Leader: a follower fetched from `fetch_offset` (so holds everything below it). Returns
+    /// the high watermark after it counted.
+    pub fn record_follower_fetch(&self, follower: i32, fetch_offset: i64, now: Instant) -> i64 {
+        let mut st = self.lock();
+        let log_end = st.log.log_end_offset();
+        let entry = st.followers.entry(follower).or_insert(FollowerProgress {
+            log_end: fetch_offset,
+            // A follower that never caught up counts as lagging from its first fetch.
+            caught_up_at: now,
+        });
+        entry.log_end = fetch_offset;
+        if fetch_offset >= log_end {
+            entry.caught_up_at = now;
+        }
+        let hw = self.high_watermark_of(&st);
+        drop(st);
+        self.advance_high_watermark(hw);
+        self.high_watermark()
+    }
+
+    /// Leader: the role, when it began, and followers' progress, for ISR changes.
+    pub fn leadership(&self) -> (Role, Instant, HashMap<i32, FollowerProgress>) {
+        let st = self.lock();
+        (st.role.clone(), st.role_since, st.followers.clone())
+    }
+
+    /// Follower: the leader's high watermark from a fetch response.
+    pub fn set_leader_high_watermark(&self, hw: i64) {
+        let mut st = self.lock();
+        st.leader_high_watermark = st.leader_high_watermark.max(hw);
+        let hw = self.high_watermark_of(&st);
+        drop(st);
+        self.advance_high_watermark(hw);
+    }
+
+    /// Leader: the ISR size and `min.insync.replicas`, for acks=all checks.
+    pub fn insync(&self) -> (usize, usize) {
+        let st = self.lock();
+        let min = st.config.min_insync_replicas.max(1) as usize;
+        match &st.role {
+            Role::Leader { isr, .. } => (isr.len(), min),
+            Role::Follower { .. } => (0, min),
+        }
+    }
+
+    /// acks=all: waits until the high watermark reaches `offset` while this broker still
+    /// leads at `epoch` (the epoch of the append). A leadership change fails the wait at once:
+    /// the offsets may hold another leader's records by now, so reaching them proves nothing.
+    pub async fn wait_for_high_watermark(
+        &self,
+        offset: i64,
+        epoch: i32,
+        timeout: Duration,
+    ) -> Result<(), ReplicationWait> {
+        let mut rx = self.hw_changed.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let leading = matches!(&self.lock().role, Role::Leader { epoch: e, .. } if *e == epoch);
+            if !leading {
+                return Err(ReplicationWait::NotLeader);
+            }
+            if self.high_watermark() >= offset {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return Err(ReplicationWait::TimedOut);
+            }
         }
     }
 
@@ -188,7 +404,13 @@ impl Partition {
         let started = std::time::Instant::now();
         let mut buf = records.to_vec();
         let mut st = self.lock();
-        let res = st.log.append(&mut buf, now_ms, 0);
+        let epoch = match &st.role {
+            Role::Leader { epoch, .. } => *epoch,
+            Role::Follower { .. } => {
+                return Err(LogError::NotLeader(self.name()));
+            }
+        };
+        let res = st.log.append(&mut buf, now_ms, epoch);
         super::metrics::APPEND.record(started.elapsed());
         let res = res?;
         let count = if res.duplicate {
@@ -205,10 +427,14 @@ impl Partition {
         let end = st.log.log_end_offset();
         drop(st);
         if !durable {
-            self.advance_high_watermark(end);
+            self.set_local_end(end);
         }
+        // Followers long-poll for data past their fetch offset, high watermark or not.
+        self.wake_fetches();
         Ok(Appended {
             base_offset: res.base_offset,
+            last_offset: res.last_offset,
+            leader_epoch: epoch,
             log_append_time: res.log_append_time,
             log_start_offset: res.log_start_offset,
             needs_flush: durable,
@@ -237,7 +463,7 @@ impl Partition {
             st.unflushed_messages = 0;
             st.last_flush_ms = crate::now_ms();
         }
-        self.advance_high_watermark(end);
+        self.set_local_end(end);
         Ok(())
     }
 
@@ -260,6 +486,92 @@ impl Partition {
             log_end: st.log.log_end_offset(),
         };
         let planned = st.log.plan_read(offset, max_bytes, hw)?;
+        drop(st);
+        Ok((planned.read()?.records, offsets))
+    }
+
+    /// The epoch of the newest batch held (a follower's `last_fetched_epoch`).
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.lock().log.latest_epoch()
+    }
+
+    /// OffsetsForLeaderEpoch: the largest epoch at or below `epoch` and where it ends here.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.lock().log.end_offset_for_epoch(epoch)
+    }
+
+    /// Follower: appends batches exactly as the leader sent them. Returns whether they wait
+    /// for an fsync before counting as held (the default flush policy); under a relaxed one
+    /// they count at once.
+    pub fn append_replica(&self, records: &[u8], now_ms: i64) -> Result<bool, LogError> {
+        let mut st = self.lock();
+        if matches!(st.role, Role::Leader { .. }) {
+            return Err(LogError::InvalidRecord(format!(
+                "{} is led here; it takes no replica appends",
+                self.name()
+            )));
+        }
+        let appended = st.log.append_replica(records, now_ms)?;
+        let durable = st.config.durable_ack();
+        let end = st.log.log_end_offset();
+        if !durable {
+            st.unflushed_messages += appended.last_offset - appended.first_offset + 1;
+        }
+        drop(st);
+        if !durable {
+            self.set_local_end(end);
+        }
+        Ok(durable && appended.batches > 0)
+    }
+
+    /// Follower: drops everything from `offset` on (where its log diverged from the
+    /// leader's). The high watermark is never above what is held.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+        let mut st = self.lock();
+        st.log.truncate_to(offset)?;
+        let end = st.log.log_end_offset();
+        drop(st);
+        self.reset_local_end(end);
+        Ok(())
+    }
+
+    /// Follower: empties the log and restarts it at `offset` (the leader's log start, when
+    /// this replica fell below it).
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
+        let mut st = self.lock();
+        st.log.truncate_fully_and_start_at(offset)?;
+        drop(st);
+        self.reset_local_end(offset);
+        self.high_watermark.store(offset, Ordering::Release);
+        Ok(())
+    }
+
+    /// After a truncation: what is held ends at `end`, and so does what may be visible.
+    fn reset_local_end(&self, end: i64) {
+        self.local_end.store(end, Ordering::Release);
+        let _ = self
+            .high_watermark
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
+                (hw > end).then_some(end)
+            });
+    }
+
+    /// A follower's read: like [`read`](Self::read) but up to the log end, not the high
+    /// watermark (followers replicate what the leader has, committed or not).
+    pub fn read_replica(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(Bytes, Offsets), LogError> {
+        let hw = self.high_watermark();
+        let st = self.lock();
+        let log_end = st.log.log_end_offset();
+        let offsets = Offsets {
+            log_start: st.log.log_start_offset(),
+            high_watermark: hw,
+            log_end,
+        };
+        let planned = st.log.plan_read(offset, max_bytes, log_end)?;
         drop(st);
         Ok((planned.read()?.records, offsets))
     }

@@ -22,10 +22,12 @@ TIMEOUT_S = 30
 
 
 class Cluster:
-    def __init__(self, factory, strata_bin, voters: int, snapshot_entries: int = 1000):
+    def __init__(self, factory, strata_bin, voters: int, snapshot_entries: int = 1000,
+                 extra_env: dict[str, str] | None = None):
         self.factory = factory
         self.bin = strata_bin
         self.snapshot_entries = snapshot_entries
+        self.extra_env = extra_env or {}
         self.raft = {i: f"127.0.0.1:{free_port()}" for i in range(1, voters + 1)}
         self.voters = ",".join(f"{i}@{addr}" for i, addr in self.raft.items())
         self.nodes = {i: self.add(i) for i in self.raft}
@@ -38,6 +40,7 @@ class Cluster:
             "STRATA_RAFT_LISTEN": raft_addr,
             "STRATA_CONTROLLER_QUORUM_VOTERS": self.voters,
             "STRATA_RAFT_SNAPSHOT_INTERVAL_ENTRIES": str(self.snapshot_entries),
+            **self.extra_env,
         }
         return self.factory(f"node{node_id}", start=False, env=env)
 

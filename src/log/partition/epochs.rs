@@ -103,14 +103,26 @@ impl LeaderEpochCache {
         changed
     }
 
-    /// The OffsetsForLeaderEpoch answer for `epoch`: the largest cached epoch at or below
-    /// it and where that epoch ended, the start of the next cached epoch or `log_end` for
-    /// the latest. `None` if `epoch` is below every cached epoch.
+    /// The OffsetsForLeaderEpoch answer for `epoch`, as Kafka's LeaderEpochFileCache gives
+    /// it: the latest epoch ends at `log_end`; an earlier one is answered with the largest
+    /// cached epoch at or below it and the start of the next cached epoch; one below every
+    /// cached epoch with itself and the first epoch's start (its data is gone: the follower
+    /// restarts from there). `None` (UNDEFINED) for a negative epoch, one above the latest,
+    /// or an empty cache.
     pub fn end_offset_for(&self, epoch: i32, log_end: i64) -> Option<(i32, i64)> {
+        let &(latest, _) = self.entries.last()?;
+        if epoch < 0 || epoch > latest {
+            return None;
+        }
+        if epoch == latest {
+            return Some((epoch, log_end));
+        }
         let at_or_below = self.entries.partition_point(|(e, _)| *e <= epoch);
-        let (found, _) = *self.entries.get(at_or_below.checked_sub(1)?)?;
-        let end = self.entries.get(at_or_below).map_or(log_end, |(_, s)| *s);
-        Some((found, end))
+        let next_start = self.entries[at_or_below].1;
+        match at_or_below.checked_sub(1) {
+            Some(i) => Some((self.entries[i].0, next_start)),
+            None => Some((epoch, next_start)),
+        }
     }
 
     /// Asserts the module invariants against a log ending at `log_end`.
@@ -265,6 +277,22 @@ impl PartitionLog {
         Ok(cache)
     }
 
+    /// A new leader at `epoch` records that its epoch begins at the log end before it
+    /// appends anything (as Kafka does on election), so a follower holding data of an
+    /// epoch this replica never saw is told where its log diverged. No-op unless newer.
+    pub fn begin_epoch(&mut self, epoch: i32) -> Result<(), LogError> {
+        if !self.epochs.is_new_epoch(epoch) {
+            return Ok(());
+        }
+        let before = self.epochs.clone();
+        self.epochs.assign(epoch, self.log_end_offset);
+        if let Err(e) = self.persist_epochs() {
+            self.epochs = before;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     pub(super) fn persist_epochs(&self) -> Result<(), LogError> {
         write(&self.dir, &self.epochs)
             .map_err(|e| LogError::io(format!("write {}", self.dir.join(FILE_NAME).display()), e))
@@ -316,12 +344,15 @@ mod tests {
     #[test]
     fn end_offsets_follow_kafka() {
         let c = cache(&[(1, 0), (2, 7), (5, 12)]);
-        assert_eq!(c.end_offset_for(0, 20), None);
+        // Below every cached epoch: itself and the first epoch's start (Kafka).
+        assert_eq!(c.end_offset_for(0, 20), Some((0, 0)));
+        assert_eq!(c.end_offset_for(-1, 20), None);
         assert_eq!(c.end_offset_for(1, 20), Some((1, 7)));
         assert_eq!(c.end_offset_for(2, 20), Some((2, 12)));
         assert_eq!(c.end_offset_for(3, 20), Some((2, 12)));
         assert_eq!(c.end_offset_for(5, 20), Some((5, 20)));
-        assert_eq!(c.end_offset_for(9, 20), Some((5, 20)));
+        // Above the latest: undefined.
+        assert_eq!(c.end_offset_for(9, 20), None);
         assert_eq!(LeaderEpochCache::default().end_offset_for(0, 20), None);
     }
 

@@ -98,7 +98,7 @@ fn epoch_cache_follows_appends_and_survives_reopen() {
             Some((2, 8)),
             Some((2, 8)),
             Some((5, 10)),
-            Some((5, 10))
+            None
         ]
     );
     assert_eq!(
@@ -145,7 +145,8 @@ fn epoch_cache_is_compacted_to_the_log_start_on_open() {
     drop(log);
     let log = PartitionLog::open(dir.path(), cfg).unwrap();
     assert_eq!(log.epoch_entries(), vec![(3, 7), (4, 10)]);
-    assert_eq!(log.end_offset_for_epoch(1), None);
+    // Epoch 1's data is gone: answered with the first remaining epoch's start.
+    assert_eq!(log.end_offset_for_epoch(1), Some((1, 7)));
     assert_eq!(log.end_offset_for_epoch(3), Some((3, 10)));
 }
 
@@ -331,7 +332,8 @@ fn truncate_within_across_and_at_segment_boundaries() {
     assert_eq!(log.active_base_offset(), 4);
     assert_eq!(log.log_end_offset(), 6);
     assert_eq!(log.epoch_entries(), vec![(1, 0)]);
-    assert_eq!(log.end_offset_for_epoch(2), Some((1, 6)));
+    // Epoch 2 is gone entirely: above the latest, undefined.
+    assert_eq!(log.end_offset_for_epoch(2), None);
     for o in 0..6 {
         assert_eq!(bases(&log.read(o, 1, i64::MAX).unwrap().records), vec![o]);
     }
