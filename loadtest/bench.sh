@@ -51,6 +51,14 @@ note() { printf '    %s\n' "$*" >&2; }
 
 scratch="${BENCH_DIR:-$(mktemp -d /var/tmp/strata-bench.XXXXXX)}"
 mkdir -p "$scratch"
+# A full run keeps every workload's data until the end: about 2 GiB each for (a) and (b),
+# 2 GiB for (c), and up to 10 GiB for the 45 s end-to-end runs at the machine's rate.
+need_gib=$([ "$quick" = 1 ] && echo 4 || echo 24)
+free_gib=$(( $(df -Pk "$scratch" | awk 'NR == 2 { print $4 }') / 1048576 ))
+if [ "$free_gib" -lt "$need_gib" ]; then
+  echo "bench.sh: $scratch has ${free_gib} GiB free; a $([ "$quick" = 1 ] && echo quick || echo full) run needs about ${need_gib} GiB (set BENCH_DIR elsewhere or QUICK=1)" >&2
+  exit 1
+fi
 results="$scratch/results"
 mkdir -p "$results"
 pids=()

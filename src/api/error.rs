@@ -112,6 +112,12 @@ pub fn error_code(e: &ServeError) -> ResponseError {
             ClusterError::Rejected(MetadataError::PreferredLeaderNotAvailable) => {
                 ResponseError::PreferredLeaderNotAvailable
             }
+            ClusterError::Rejected(MetadataError::InvalidReplicaAssignment(_)) => {
+                ResponseError::InvalidReplicaAssignment
+            }
+            ClusterError::Rejected(MetadataError::NoReassignmentInProgress(_)) => {
+                ResponseError::NoReassignmentInProgress
+            }
             ClusterError::NoLeader(_) => ResponseError::NotController,
             // The leader went away mid-call: clients retry NOT_CONTROLLER and time-outs.
             ClusterError::Rpc(RpcError::Unreachable { .. }) => ResponseError::NotController,

@@ -7,6 +7,7 @@
 mod admin;
 mod configs;
 mod consumer_groups;
+mod elect;
 mod error;
 mod fetch;
 mod groups;
@@ -16,6 +17,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_ids;
+mod reassign;
 mod topics;
 pub mod versions;
 
@@ -173,6 +175,9 @@ pub async fn handle(
         ApiKey::AlterConfigs => configs::alter(broker, &ctx, body!()).await,
         ApiKey::IncrementalAlterConfigs => configs::incremental_alter(broker, &ctx, body!()).await,
         ApiKey::DescribeCluster => admin::describe_cluster(broker, &ctx, body!()),
+        ApiKey::ElectLeaders => elect::handle(broker, &ctx, body!()).await,
+        ApiKey::AlterPartitionReassignments => reassign::alter(broker, &ctx, body!()).await,
+        ApiKey::ListPartitionReassignments => reassign::list(broker, &ctx, body!()),
         ApiKey::DeleteRecords => admin::delete_records(broker, &ctx, body!()).await,
         ApiKey::OffsetForLeaderEpoch => admin::offset_for_leader_epoch(broker, &ctx, body!()),
         ApiKey::DescribeLogDirs => log_dirs::describe(broker, &ctx, body!()),

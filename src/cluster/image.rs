@@ -329,12 +329,39 @@ impl MetadataImage {
                         proposal.isr
                     )));
                 }
-                if p.alter_isr(*leader, proposal).is_none() {
+                if p.alter_isr_and_reassign(*leader, proposal, &live).is_none() {
                     return Err(MetadataError::StaleLeaderEpoch {
                         epoch: proposal.leader_epoch,
                         current: p.epoch,
                     });
                 }
+            }
+            MetadataCommand::ReassignPartition {
+                topic_id,
+                partition,
+                target,
+            } => {
+                let live = self.live_brokers();
+                if let Some(t) = target {
+                    let distinct: BTreeSet<i32> = t.iter().copied().collect();
+                    if t.is_empty() || distinct.len() != t.len() {
+                        return Err(MetadataError::InvalidReplicaAssignment(format!(
+                            "replicas {t:?} must be distinct and at least one"
+                        )));
+                    }
+                    if let Some(unknown) = t.iter().find(|r| !self.brokers.contains_key(r)) {
+                        return Err(MetadataError::InvalidReplicaAssignment(format!(
+                            "broker {unknown} is not registered"
+                        )));
+                    }
+                }
+                let p = self.partition_mut(topic_id, *partition)?;
+                if target.is_none() && p.adding.is_empty() && p.removing.is_empty() {
+                    return Err(MetadataError::NoReassignmentInProgress(format!(
+                        "{topic_id}-{partition}"
+                    )));
+                }
+                p.reassign(target.as_deref(), &live);
             }
             MetadataCommand::ElectPreferredLeader {
                 topic_id,
@@ -741,5 +768,75 @@ mod tests {
         img.apply(&MetadataCommand::RegisterBroker(reg(1))).unwrap();
         let p = img.topic("solo").unwrap().partition(0).unwrap();
         assert_eq!((p.leader, p.epoch), (Some(1), 2));
+    }
+
+    #[test]
+    fn reassignment_adds_then_removes_and_moves_leadership() {
+        let mut img = MetadataImage::default();
+        for id in 1..=4 {
+            img.apply(&MetadataCommand::RegisterBroker(reg(id)))
+                .unwrap();
+        }
+        let t = TopicMeta::new("r".into(), BTreeMap::new(), vec![vec![1, 2, 3]]);
+        let id = t.id;
+        img.apply(&MetadataCommand::CreateTopic(t)).unwrap();
+        let move_to = |target: Option<Vec<i32>>| MetadataCommand::ReassignPartition {
+            topic_id: id,
+            partition: 0,
+            target,
+        };
+        assert!(matches!(
+            img.apply(&move_to(Some(vec![2, 2]))),
+            Err(MetadataError::InvalidReplicaAssignment(_))
+        ));
+        assert!(matches!(
+            img.apply(&move_to(Some(vec![9]))),
+            Err(MetadataError::InvalidReplicaAssignment(_))
+        ));
+        assert!(matches!(
+            img.apply(&move_to(None)),
+            Err(MetadataError::NoReassignmentInProgress(_))
+        ));
+        img.apply(&move_to(Some(vec![2, 3, 4]))).unwrap();
+        let p = img.topic("r").unwrap().partition(0).unwrap().clone();
+        assert_eq!(p.replicas, vec![2, 3, 4, 1]);
+        assert_eq!((p.adding.clone(), p.removing.clone()), (vec![4], vec![1]));
+        assert_eq!(
+            p.leader,
+            Some(1),
+            "leadership stays until the move completes"
+        );
+        // Broker 4 catches up: the leader adds it to the ISR, which completes the move.
+        img.apply(&MetadataCommand::AlterPartition {
+            topic_id: id,
+            partition: 0,
+            leader: 1,
+            proposal: crate::replication::IsrProposal {
+                leader_epoch: 0,
+                isr: [1, 2, 3, 4].into(),
+            },
+        })
+        .unwrap();
+        let p = img.topic("r").unwrap().partition(0).unwrap();
+        assert_eq!(p.replicas, vec![2, 3, 4]);
+        assert_eq!(p.isr, [2, 3, 4].into());
+        assert!(p.adding.is_empty() && p.removing.is_empty());
+        assert_eq!((p.leader, p.epoch), (Some(2), 1));
+
+        // A move can be cancelled before it completes: back to the original replicas.
+        img.apply(&move_to(Some(vec![2, 3, 1]))).unwrap();
+        assert_eq!(
+            img.topic("r").unwrap().partition(0).unwrap().adding,
+            vec![1]
+        );
+        img.apply(&move_to(None)).unwrap();
+        let p = img.topic("r").unwrap().partition(0).unwrap();
+        assert_eq!(p.replicas, vec![2, 3, 4]);
+        assert!(p.adding.is_empty() && p.removing.is_empty());
+        // A pure reorder completes at once (every target replica is already in sync).
+        img.apply(&move_to(Some(vec![4, 3, 2]))).unwrap();
+        let p = img.topic("r").unwrap().partition(0).unwrap();
+        assert_eq!(p.replicas, vec![4, 3, 2]);
+        assert!(p.adding.is_empty());
     }
 }

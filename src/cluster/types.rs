@@ -82,6 +82,14 @@ pub enum MetadataCommand {
         leader: i32,
         proposal: IsrProposal,
     },
+    /// Moves the partition to the `target` replicas (AlterPartitionReassignments), or
+    /// cancels an ongoing move with `None`. New replicas catch up and join the ISR; then the
+    /// old ones leave.
+    ReassignPartition {
+        topic_id: uuid::Uuid,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
     /// Moves leadership to the partition's first replica (ElectLeaders, preferred).
     ElectPreferredLeader {
         topic_id: uuid::Uuid,
@@ -134,4 +142,8 @@ pub enum MetadataError {
     StaleLeaderEpoch { epoch: i32, current: i32 },
     #[error("the preferred leader is not live, not in the ISR, or already leads")]
     PreferredLeaderNotAvailable,
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("no reassignment is in progress for {0}")]
+    NoReassignmentInProgress(String),
 }

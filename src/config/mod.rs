@@ -141,6 +141,8 @@ pub struct BrokerConfig {
     /// Replication factor of the internal `__consumer_offsets` topic when it is created (the
     /// first broker to start creates it, so start the cluster's brokers together).
     pub offsets_topic_replication_factor: i16,
+    /// Default of topic `min.insync.replicas`: in-sync replicas an acks=all write needs.
+    pub min_insync_replicas: i32,
     /// A follower that has not caught up with its leader's log end for this long leaves the
     /// ISR (Kafka `replica.lag.time.max.ms`).
     pub replica_lag_time_max_ms: u64,
@@ -205,6 +207,7 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: 2000,
             broker_session_timeout_ms: 9000,
             offsets_topic_replication_factor: 1,
+            min_insync_replicas: 1,
             replica_lag_time_max_ms: 30_000,
             replica_fetch_max_wait_ms: 500,
             replica_fetch_max_bytes: 1024 * 1024,

@@ -263,7 +263,7 @@ fn broker_default(broker: &BrokerConfig, name: &str) -> (String, Source) {
         "remote.storage.enable" => field!(log_remote_storage_enable),
         "max.message.bytes" => field!(message_max_bytes),
         "message.timestamp.type" => field!(log_message_timestamp_type),
-        "min.insync.replicas" => ("1".into(), Source::DefaultConfig),
+        "min.insync.replicas" => field!(min_insync_replicas),
         "retention.bytes" => field!(log_retention_bytes),
         "retention.ms" => field!(log_retention_ms),
         "segment.bytes" => field!(log_segment_bytes),

@@ -263,6 +263,12 @@ pub struct PartitionRecord {
     pub leader: Option<NodeId>,
     pub epoch: i32,
     pub isr: BTreeSet<NodeId>,
+    /// An ongoing reassignment (KIP-455): replicas being added (they catch up as followers
+    /// and join the ISR) and replicas to remove once every target replica is in sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<NodeId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<NodeId>,
 }
 
 impl PartitionRecord {
@@ -273,7 +279,65 @@ impl PartitionRecord {
             replicas,
             epoch: 0,
             isr,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
+    }
+
+    /// The replica set a reassignment is moving to (the current one when none is ongoing).
+    pub fn target(&self) -> Vec<NodeId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing.contains(r))
+            .collect()
+    }
+
+    /// Starts moving the partition to `target` (or, with `None`, cancels an ongoing move):
+    /// the replica set becomes target plus the replicas to remove, which stay until every
+    /// target replica is in the ISR. Completes at once when it already is.
+    pub fn reassign(&mut self, target: Option<&[NodeId]>, live: &BTreeSet<NodeId>) {
+        let original: Vec<NodeId> = self
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding.contains(r))
+            .collect();
+        let target: Vec<NodeId> = target.map_or(original.clone(), <[NodeId]>::to_vec);
+        self.adding = target
+            .iter()
+            .copied()
+            .filter(|r| !original.contains(r))
+            .collect();
+        self.removing = original
+            .iter()
+            .copied()
+            .filter(|r| !target.contains(r))
+            .collect();
+        self.replicas = target.iter().chain(&self.removing).copied().collect();
+        // Replicas of a cancelled addition leave the ISR with it.
+        self.isr.retain(|r| self.replicas.contains(r));
+        self.complete_reassignment(live);
+    }
+
+    /// Finishes a reassignment once every target replica is in the ISR: the replicas to
+    /// remove leave (the ISR too), and leadership moves into the target if it was outside.
+    pub fn complete_reassignment(&mut self, live: &BTreeSet<NodeId>) -> bool {
+        if self.adding.is_empty() && self.removing.is_empty() {
+            return false;
+        }
+        let target = self.target();
+        if !target.iter().all(|r| self.isr.contains(r)) {
+            return false;
+        }
+        self.replicas = target;
+        self.isr.retain(|r| self.replicas.contains(r));
+        self.adding.clear();
+        self.removing.clear();
+        if self.leader.is_none_or(|l| !self.replicas.contains(&l)) {
+            self.elect(live);
+        }
+        true
     }
 
     /// AlterPartition from the leader at `leader_epoch`: refused from a stale epoch, and an
@@ -284,6 +348,18 @@ impl PartitionRecord {
         }
         self.isr = p.isr.clone();
         Some(self.isr.clone())
+    }
+
+    /// AlterPartition, and the reassignment it may complete.
+    pub fn alter_isr_and_reassign(
+        &mut self,
+        from: NodeId,
+        p: &IsrProposal,
+        live: &BTreeSet<NodeId>,
+    ) -> Option<BTreeSet<NodeId>> {
+        let isr = self.alter_isr(from, p)?;
+        self.complete_reassignment(live);
+        Some(isr)
     }
 
     /// A broker's lease expired: it leaves the ISR (unless it is the last member) and, if it

@@ -202,6 +202,20 @@ impl LogManager {
                     )),
                 );
             }
+            // Replicas moved to other brokers (a finished reassignment) go from here.
+            let moved: Vec<i32> = hosted
+                .partitions
+                .keys()
+                .copied()
+                .filter(|&i| i >= meta.partitions || !hosts(meta, i, self.broker.node_id))
+                .collect();
+            for index in moved {
+                if let Some(p) = hosted.partitions.remove(&index) {
+                    let _ = p.close();
+                    remove_partition_dir(p.dir());
+                    tracing::info!(partition = %p.name(), "replica moved to other brokers; deleted its log here");
+                }
+            }
             for (&index, p) in &hosted.partitions {
                 p.set_role(role_of(meta, index, self.broker.node_id));
             }

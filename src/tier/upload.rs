@@ -24,7 +24,12 @@ use uuid::Uuid;
 use super::{TierError, TierMetrics, Tiering};
 use crate::cluster::{Metadata, MetadataCommand, MetadataImage};
 use crate::config::BrokerConfig;
-use crate::storage::{LogManager, Partition};
+use crate::storage::{LogManager, Partition, Role};
+
+/// In a cluster another broker may have uploaded an object and not committed it yet: objects
+/// no manifest names are deleted only once they are this old (a lone broker sweeps at start,
+/// before any upload of its own, and needs no grace).
+const ORPHAN_GRACE: Duration = Duration::from_secs(3600);
 
 impl Tiering {
     /// Runs the upload and retention loop until the process ends.
@@ -72,8 +77,14 @@ impl Tiering {
         if metadata.image().topic(p.topic()).map(|m| m.id) != Some(topic_id) {
             return;
         }
-        self.close_gap(metadata, topic_id, p).await;
-        if p.tiered() {
+        // Only the partition's leader uploads and trims the archive (the manifest in the
+        // metadata tells every replica how far it got, so a new leader carries on from
+        // there); every replica drops local segments the archive holds.
+        let leader = matches!(p.role(), Role::Leader { .. });
+        if leader {
+            self.close_gap(metadata, topic_id, p).await;
+        }
+        if p.tiered() && leader {
             match self.upload_pending(metadata, logs, p, topic_id).await {
                 Ok(()) => self.set_error(&name, None),
                 Err(e) => {
@@ -110,6 +121,9 @@ impl Tiering {
             retention_bytes: config.retention_bytes,
         };
         let expired = remote.manifest.expired(now, retention, local_only);
+        if !leader {
+            return;
+        }
         if let Some(last) = expired.last() {
             let new_start = last.last_offset + 1;
             let count = expired.len();
@@ -255,8 +269,10 @@ impl Tiering {
 
     /// Deletes archived objects that no manifest names: uploads whose commit never happened
     /// (a crash in between) and archives of topics deleted while the broker was down. Runs
-    /// before any upload, so no upload is in flight.
+    /// before this broker uploads anything; other brokers' uploads may be in flight, so in a
+    /// cluster only objects older than [`ORPHAN_GRACE`] go.
     async fn sweep_orphans(&self, image: &MetadataImage) {
+        let lone = image.brokers.len() <= 1;
         let named: BTreeSet<&str> = image
             .remote
             .values()
@@ -290,6 +306,10 @@ impl Tiering {
                         continue;
                     };
                     if named.contains(key.as_str()) {
+                        continue;
+                    }
+                    let age_ms = crate::now_ms() - meta.last_modified.timestamp_millis();
+                    if !lone && age_ms < ORPHAN_GRACE.as_millis() as i64 {
                         continue;
                     }
                     if orphan(&parsed) {
@@ -330,12 +350,18 @@ impl Tiering {
                 .flat_map(|r| r.manifest.segments.iter().map(|s| s.object_key.clone()))
                 .collect();
             let prefix = ObjectPath::from(format!("topics/{name}"));
+            // In a cluster, a re-created topic's leader may be uploading under this prefix.
+            let lone = image.brokers.len() <= 1;
             let keys: Vec<String> = self
                 .store
                 .list(Some(&prefix))
                 .filter_map(|m| async move {
                     m.ok()
                         .filter(|m| tiering::store::parse_segment_key(&m.location).is_some())
+                        .filter(|m| {
+                            lone || crate::now_ms() - m.last_modified.timestamp_millis()
+                                >= ORPHAN_GRACE.as_millis() as i64
+                        })
                         .map(|m| m.location.to_string())
                 })
                 .filter(|k| std::future::ready(!named.contains(k)))

@@ -23,11 +23,12 @@ TIMEOUT_S = 30
 
 class Cluster:
     def __init__(self, factory, strata_bin, voters: int, snapshot_entries: int = 1000,
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()):
         self.factory = factory
         self.bin = strata_bin
         self.snapshot_entries = snapshot_entries
         self.extra_env = extra_env or {}
+        self.extra_args = extra_args
         self.raft = {i: f"127.0.0.1:{free_port()}" for i in range(1, voters + 1)}
         self.voters = ",".join(f"{i}@{addr}" for i, addr in self.raft.items())
         self.nodes = {i: self.add(i) for i in self.raft}
@@ -42,7 +43,7 @@ class Cluster:
             "STRATA_RAFT_SNAPSHOT_INTERVAL_ENTRIES": str(self.snapshot_entries),
             **self.extra_env,
         }
-        return self.factory(f"node{node_id}", start=False, env=env)
+        return self.factory(f"node{node_id}", start=False, env=env, extra_args=self.extra_args)
 
     def start_all(self):
         # A voter serves Kafka requests only once the quorum has a leader: start them

@@ -14,7 +14,7 @@ import statistics
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, ElectionType, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 import wire
@@ -308,6 +308,19 @@ def test_paused_leader_is_fenced_and_acknowledges_nothing(broker_factory, strata
     # The old leader rejoins as a follower, truncates what it alone had, and catches up.
     wait_state(cluster, topic, lambda l, isr: len(isr) == 3, "the old leader back in the ISR")
 
+    # ElectLeaders (preferred): leadership returns to the first replica, the old leader.
+    state = partition_state(cluster, topic)
+    preferred = state[2].replicas[0]
+    assert preferred == leader, state
+    admin = admin_client(cluster.nodes[new_leader].bootstrap)
+    result = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, 0)]).result(30)
+    assert all(e is None for e in result.values()), result
+    wait_state(cluster, topic, lambda l, isr: l == preferred, "the preferred leader back")
+    again = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, 0)]).result(30)
+    codes = [(e.args[0] if isinstance(e, Exception) else e).code() for e in again.values()
+             if e is not None]
+    assert codes == [KafkaError.ELECTION_NOT_NEEDED], again
+
 
 def test_group_offsets_survive_coordinator_loss(broker_factory, strata_bin):
     cluster = start_cluster(broker_factory, strata_bin)
@@ -377,3 +390,48 @@ def group_coordinator(cluster: Cluster, group: str) -> int:
     md = admin_client(bootstrap_of(cluster)).list_topics("__consumer_offsets", timeout=10)
     parts = md.topics["__consumer_offsets"].partitions
     return parts[h % len(parts)].leader
+
+
+def test_reassignment_moves_replicas_and_keeps_every_record(broker_factory, strata_bin):
+    """AlterPartitionReassignments (kafka-python's admin client): a partition on brokers
+    [a, b] moves to [c, a] while writes continue; the new replica catches up, joins the ISR,
+    b drops out, and every record is still there."""
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KTopicPartition
+
+    cluster = start_cluster(broker_factory, strata_bin)
+    topic = unique_topic("move")
+    create_replicated(cluster, topic, rf=2, min_isr=1)
+    state = partition_state(cluster, topic)
+    a, b = state[2].replicas
+    c = next(i for i in cluster.nodes if i not in (a, b))
+    p = Producer({"bootstrap.servers": bootstrap_of(cluster), "acks": "all"})
+    for i in range(2000):
+        p.produce(topic, b"m-%d" % i, partition=0)
+    assert p.flush(30) == 0
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_of(cluster), request_timeout_ms=30000)
+    try:
+        tp = KTopicPartition(topic, 0)
+        result = admin.alter_partition_reassignments({tp: [c, a]})
+        assert all(e is None for e in result.values()), result
+        for i in range(2000, 3000):
+            p.produce(topic, b"m-%d" % i, partition=0)
+        assert p.flush(30) == 0
+        deadline = time.monotonic() + TIMEOUT_S
+        while admin.list_partition_reassignments() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not admin.list_partition_reassignments(), "the reassignment did not finish"
+    finally:
+        admin.close()
+    leader, isr = wait_state(cluster, topic, lambda l, isr: sorted(isr) == sorted([a, c]),
+                             "the ISR is the new replica set")
+    assert partition_state(cluster, topic)[2].replicas == [c, a]
+    values = list(read_partition(cluster, topic).values())
+    assert values == [b"m-%d" % i for i in range(3000)]
+    # The broker that left deletes its copy.
+    gone = cluster.nodes[b].workdir / "data" / "logs" / f"{topic}-0"
+    deadline = time.monotonic() + TIMEOUT_S
+    while gone.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not gone.exists(), f"{gone} still exists on the broker that left"
