@@ -26,23 +26,37 @@ pub struct Leases {
 /// registration is stale (another incarnation replaced it, or it was lost with a snapshot).
 pub async fn heartbeat(metadata: Metadata, registration: BrokerRegistration, leases: Leases) {
     let (id, incarnation) = (registration.id, registration.incarnation);
+    // One attempt may not outlast a quarter of a lease. A heartbeat forwarded to a quorum
+    // leader that has just been cut off would wait out the forwarding RPC's timeout (5 s)
+    // while the newly elected controller's lease on this broker, started afresh, runs out
+    // and fences a live broker: give up and send the next one, which goes to the leader this
+    // node knows by then.
+    let attempt_timeout = leases.session_timeout / 4;
     let mut failing = false;
     loop {
         tokio::time::sleep(leases.heartbeat_interval).await;
-        let result = match metadata
-            .propose(MetadataCommand::BrokerHeartbeat { id, incarnation })
-            .await
-        {
-            Err(ClusterError::Rejected(MetadataError::StaleBroker(_))) => {
-                tracing::warn!(
-                    node_id = id,
-                    "registration no longer current; registering again"
-                );
-                metadata
-                    .propose(MetadataCommand::RegisterBroker(registration.clone()))
-                    .await
+        let attempt = async {
+            match metadata
+                .propose(MetadataCommand::BrokerHeartbeat { id, incarnation })
+                .await
+            {
+                Err(ClusterError::Rejected(MetadataError::StaleBroker(_))) => {
+                    tracing::warn!(
+                        node_id = id,
+                        "registration no longer current; registering again"
+                    );
+                    metadata
+                        .propose(MetadataCommand::RegisterBroker(registration.clone()))
+                        .await
+                }
+                other => other,
             }
-            other => other,
+        };
+        let result = match tokio::time::timeout(attempt_timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(ClusterError::Raft(format!(
+                "no answer from the metadata quorum within {attempt_timeout:?}"
+            ))),
         };
         match result {
             Ok(()) if failing => {
