@@ -43,9 +43,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def port_accepts(port: int) -> bool:
+def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
@@ -62,12 +62,18 @@ class Broker:
     registry: list["Broker"] = []
 
     def __init__(self, binary: Path, workdir: Path, name: str = "broker",
-                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None):
+                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                 host: str = "127.0.0.1", command_prefix: tuple[str, ...] = ()):
+        """`host` is the address the broker listens on and advertises (the test reaches it
+        there); `command_prefix` runs the binary through a wrapper, e.g.
+        `("ip", "netns", "exec", ns)`, which must exec it so the pid stays the broker's."""
         self.binary = binary
         self.workdir = workdir
         self.name = name
         self.data_dir = workdir / "data"
         self.log_path = workdir / "strata.log"
+        self.host = host
+        self.command_prefix = tuple(command_prefix)
         self.port = free_port()
         self.extra_args = tuple(extra_args)
         self.extra_env = dict(env or {})
@@ -81,7 +87,7 @@ class Broker:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -90,6 +96,7 @@ class Broker:
 
     def command(self) -> list[str]:
         return [
+            *self.command_prefix,
             str(self.binary), "serve",
             "--data-dir", str(self.data_dir),
             "--listen", self.bootstrap,
@@ -130,7 +137,7 @@ class Broker:
                 raise BrokerError(
                     f"{self.name} exited with {self.proc.returncode} during startup\n"
                     + self.log_tail())
-            if port_accepts(self.port):
+            if port_accepts(self.port, self.host):
                 return self
             time.sleep(0.05)
         self.kill()
