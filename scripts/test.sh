@@ -31,6 +31,14 @@ if ! command -v kcat >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends kcat
 fi
 kcat -V 2>&1 | sed -n 's/^Version/kcat version/p'
+# The network-partition test (test_partition.py) builds network namespaces with `ip`.
+if ! command -v ip >/dev/null 2>&1; then
+  step "installing iproute2"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends iproute2
+fi
 
 # ---- Python clients ---------------------------------------------------------------------------
 python="${PYTHON:-}"
