@@ -215,7 +215,6 @@ impl Broker {
 /// broker leads.
 async fn follow_offsets_leadership(metadata: Metadata, coordinator: Arc<Coordinator>, me: i32) {
     let mut changes = metadata.subscribe();
-    let mut last = None;
     loop {
         let image = metadata.image();
         let led: std::collections::BTreeSet<i32> = image
@@ -226,12 +225,10 @@ async fn follow_offsets_leadership(metadata: Metadata, coordinator: Arc<Coordina
                     .collect()
             })
             .unwrap_or_default();
-        if last.as_ref() != Some(&led) {
-            let (c, l) = (coordinator.clone(), led.clone());
-            if let Err(e) = tokio::task::spawn_blocking(move || c.sync_leadership(&l)).await {
-                tracing::error!(error = %e, "loading coordinator partitions");
-            }
-            last = Some(led);
+        // Every change: a partition whose load failed (not opened yet) is retried.
+        let (c, l) = (coordinator.clone(), led);
+        if let Err(e) = tokio::task::spawn_blocking(move || c.sync_leadership(&l)).await {
+            tracing::error!(error = %e, "loading coordinator partitions");
         }
         if changes.changed().await.is_err() {
             return;

@@ -52,12 +52,18 @@ pub async fn delete_records(
     req: DeleteRecordsRequest,
 ) -> Result<Reply, ApiError> {
     let mut topics = Vec::with_capacity(req.topics.len());
+    let image = broker.metadata.image();
     for t in req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let outcome = match broker.logs.partition(&t.name.0, p.partition_index) {
-                Some(partition) => delete_partition_records(broker, &partition, p.offset).await,
-                None => Err(ServeError::UnknownTopicOrPartition(format!(
+            let leader =
+                super::check_leader(&image, &t.name.0, p.partition_index, broker.node_id, -1);
+            let outcome = match (leader, broker.logs.partition(&t.name.0, p.partition_index)) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Some(partition)) => {
+                    delete_partition_records(broker, &partition, p.offset).await
+                }
+                (Ok(_), None) => Err(ServeError::UnknownTopicOrPartition(format!(
                     "{}-{}",
                     &*t.name.0, p.partition_index
                 ))),

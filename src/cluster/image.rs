@@ -272,6 +272,23 @@ impl MetadataImage {
                     }
                 }
                 let id = reg.id;
+                // A new incarnation of a broker that was never fenced (a quick restart):
+                // its previous run is over, so first fence it as the controller would have
+                // (leadership moves at a new epoch, it leaves ISRs), then let it back in. It
+                // rejoins ISRs once it has caught up, like any follower.
+                let replaced = self
+                    .brokers
+                    .get(&id)
+                    .is_some_and(|b| b.incarnation != reg.incarnation && !b.fenced);
+                if replaced {
+                    if let Some(b) = self.brokers.get_mut(&id) {
+                        b.fenced = true;
+                    }
+                    let live = self.live_brokers();
+                    self.for_replicas_of(id, |p| {
+                        p.on_broker_fenced(id, &live);
+                    });
+                }
                 let mut reg = reg.clone();
                 reg.fenced = false;
                 reg.heartbeats = 0;
@@ -838,5 +855,27 @@ mod tests {
         let p = img.topic("r").unwrap().partition(0).unwrap();
         assert_eq!(p.replicas, vec![4, 3, 2]);
         assert!(p.adding.is_empty());
+    }
+
+    #[test]
+    fn a_quick_restart_is_fenced_before_the_new_incarnation_registers() {
+        let mut img = MetadataImage::default();
+        for id in 1..=3 {
+            img.apply(&MetadataCommand::RegisterBroker(reg(id)))
+                .unwrap();
+        }
+        img.apply(&MetadataCommand::CreateTopic(TopicMeta::new(
+            "q".into(),
+            BTreeMap::new(),
+            vec![vec![1, 2, 3]],
+        )))
+        .unwrap();
+        // Broker 1 restarts within its session: never fenced, a new incarnation registers.
+        img.apply(&MetadataCommand::RegisterBroker(reg(1))).unwrap();
+        let p = img.topic("q").unwrap().partition(0).unwrap();
+        assert_eq!(p.leader, Some(2), "leadership moved at a new epoch");
+        assert_eq!(p.epoch, 1);
+        assert_eq!(p.isr, [2, 3].into(), "it rejoins the ISR once caught up");
+        assert!(img.live_brokers().contains(&1));
     }
 }

@@ -174,6 +174,18 @@ impl Coordinator {
         for &p in &gained {
             groups += self.load(p);
         }
+        // Partitions that could not be loaded are tried again at the next sync.
+        {
+            let mut st = self.lock();
+            let failed: Vec<i32> = gained
+                .iter()
+                .copied()
+                .filter(|p| !st.loaded.contains(p))
+                .collect();
+            for p in failed {
+                st.led.remove(&p);
+            }
+        }
         tracing::info!(
             partitions = gained.len(),
             groups,
@@ -194,7 +206,9 @@ impl Coordinator {
                     return 0;
                 }
             },
-            None => OffsetStore::default(),
+            // Not opened by the storage layer yet (it applies the same metadata): the next
+            // sync retries.
+            None => return 0,
         };
         let snapshots = store.take_group_snapshots();
         let consumer_snapshots = store.take_consumer_group_snapshots();

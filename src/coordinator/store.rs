@@ -96,7 +96,9 @@ pub fn load(p: &Arc<Partition>) -> Result<OffsetStore, StoreError> {
     let mut offset = p.offsets().log_start;
     let mut records = 0u64;
     loop {
-        let (bytes, offsets) = p.read(offset, 1024 * 1024)?;
+        // Up to the log end, not the high watermark: a new leader's high watermark may still
+        // lag records its predecessor acknowledged (Kafka's coordinator loads to the end).
+        let (bytes, offsets) = p.read_replica(offset, 1024 * 1024)?;
         if bytes.is_empty() {
             break;
         }
@@ -120,7 +122,7 @@ pub fn load(p: &Arc<Partition>) -> Result<OffsetStore, StoreError> {
                 records += 1;
             }
         }
-        if next <= offset || next >= offsets.high_watermark {
+        if next <= offset || next >= offsets.log_end {
             break;
         }
         offset = next;

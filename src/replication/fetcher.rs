@@ -155,6 +155,8 @@ async fn follow(
     let timeout =
         Duration::from_millis(settings.max_wait_ms.max(0) as u64) + Duration::from_secs(10);
     let mut failing = false;
+    // The last error of each partition, so a lasting one is logged once, not every retry.
+    let mut errors: HashMap<String, String> = HashMap::new();
     loop {
         let mut client =
             match BrokerClient::connect(&addr, format!("strata-replica-{me}"), timeout).await {
@@ -194,9 +196,20 @@ async fn follow(
                     else {
                         continue;
                     };
-                    if let Err(e) = apply(p, &pd, &logs).await {
-                        tracing::warn!(partition = %p.name(), error = %e, "replica fetch answer not applied");
-                        pause = true;
+                    match apply(p, &pd, &logs).await {
+                        // Logged when the error changes, not on every retry.
+                        Err(e) => {
+                            if errors.get(&p.name()) != Some(&e) {
+                                tracing::warn!(partition = %p.name(), error = %e, "replica fetch answer not applied; retrying");
+                                errors.insert(p.name(), e);
+                            }
+                            pause = true;
+                        }
+                        Ok(()) => {
+                            if errors.remove(&p.name()).is_some() {
+                                tracing::info!(partition = %p.name(), "replica fetches applied again");
+                            }
+                        }
                     }
                 }
             }
@@ -277,11 +290,12 @@ async fn apply(
     if pd.diverging_epoch.epoch >= 0 {
         // Truncate to where both logs agree: the end of the diverging epoch on the leader,
         // or of this replica's own copy of that epoch if shorter.
+        // When this replica never had that epoch, its own end for the largest epoch below
+        // it is where they can still agree; the next fetch (with that older epoch as its
+        // last) checks again, until the logs agree (Kafka's rule).
         let mut to = pd.diverging_epoch.end_offset;
-        if let Some((epoch, end)) = p.end_offset_for_epoch(pd.diverging_epoch.epoch) {
-            if epoch == pd.diverging_epoch.epoch {
-                to = to.min(end);
-            }
+        if let Some((_, end)) = p.end_offset_for_epoch(pd.diverging_epoch.epoch) {
+            to = to.min(end);
         }
         let from = p.offsets().log_end;
         tracing::info!(partition = %p.name(), from, to, epoch = pd.diverging_epoch.epoch,
@@ -302,5 +316,12 @@ async fn apply(
         }
     }
     p.set_leader_high_watermark(pd.high_watermark);
+    // DeleteRecords and retention on the leader move its log start: follow it (never past
+    // what this replica may show), so a new leader does not bring deleted records back.
+    let o = p.offsets();
+    let start = pd.log_start_offset.min(o.high_watermark);
+    if start > o.log_start {
+        tokio::task::block_in_place(|| p.delete_records(start)).map_err(|e| e.to_string())?;
+    }
     Ok(())
 }

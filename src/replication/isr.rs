@@ -23,7 +23,7 @@ pub async fn run(metadata: Metadata, logs: Arc<LogManager>, lag_max: Duration) {
         let image = metadata.image();
         let live = image.live_brokers();
         for p in logs.all_partitions() {
-            let (role, since, followers) = p.leadership();
+            let (role, since, epoch_start, followers) = p.leadership();
             let Role::Leader {
                 node,
                 epoch,
@@ -49,12 +49,17 @@ pub async fn run(metadata: Metadata, logs: Arc<LogManager>, lag_max: Duration) {
                 }
             };
             let mut next: BTreeSet<i32> = isr.iter().copied().filter(in_sync).collect();
+            // Kafka's rule for joining: the follower holds everything up to the high
+            // watermark and this epoch's start (so nothing the previous leader committed is
+            // missing from it), and is caught up now.
+            let mut additions = BTreeSet::new();
             for r in &replicas {
                 let caught_up = followers.get(r).is_some_and(|f| {
-                    f.log_end >= hw && now.duration_since(f.caught_up_at) < lag_max
+                    f.log_end >= hw.max(epoch_start) && now.duration_since(f.caught_up_at) < lag_max
                 });
                 if !isr.contains(r) && caught_up && live.contains(r) {
                     next.insert(*r);
+                    additions.insert(*r);
                 }
             }
             if next == isr {
@@ -79,7 +84,11 @@ pub async fn run(metadata: Metadata, logs: Arc<LogManager>, lag_max: Duration) {
                     isr: next,
                 },
             };
+            // Joining followers count for the high watermark from now on, before the
+            // controller commits them: a write acknowledged meanwhile is on them too.
+            p.expect_isr_additions(&additions);
             if let Err(e) = metadata.propose(cmd).await {
+                p.forget_isr_additions();
                 tracing::warn!(partition = %p.name(), error = %e, "ISR change refused");
             }
         }

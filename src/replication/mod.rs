@@ -315,8 +315,11 @@ impl PartitionRecord {
             .filter(|r| !target.contains(r))
             .collect();
         self.replicas = target.iter().chain(&self.removing).copied().collect();
-        // Replicas of a cancelled addition leave the ISR with it.
+        // Replicas of a cancelled addition leave the ISR with it, and lead no more.
         self.isr.retain(|r| self.replicas.contains(r));
+        if self.leader.is_some_and(|l| !self.replicas.contains(&l)) {
+            self.elect(live);
+        }
         self.complete_reassignment(live);
     }
 

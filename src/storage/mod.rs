@@ -149,6 +149,7 @@ impl LogManager {
     /// and deletes the logs of topics that no longer exist. Idempotent.
     pub fn reconcile(&self, image: &MetadataImage) -> Result<(), LogError> {
         let now = crate::now_ms();
+        let mut failed = None;
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
         let gone: Vec<String> = topics
             .iter()
@@ -188,7 +189,16 @@ impl LogManager {
                     continue;
                 }
                 let dir = self.dir.join(format!("{}-{}", meta.name, index));
-                let log = PartitionLog::open(&dir, log_config(&config))?;
+                // One partition that cannot be opened must not stop the others from being
+                // opened or getting their roles: report it, and try again next time.
+                let log = match PartitionLog::open(&dir, log_config(&config)) {
+                    Ok(log) => log,
+                    Err(e) => {
+                        tracing::error!(dir = %dir.display(), error = %e, "cannot open partition log");
+                        failed.get_or_insert(e);
+                        continue;
+                    }
+                };
                 hosted.partitions.insert(
                     index,
                     Arc::new(Partition::new(
@@ -220,7 +230,7 @@ impl LogManager {
                 p.set_role(role_of(meta, index, self.broker.node_id));
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Removes partition directories on disk that belong to no topic in `image` (a topic

@@ -35,6 +35,12 @@ struct State {
     leader_high_watermark: i64,
     /// When the role last changed.
     role_since: Instant,
+    /// Leader only: where this leadership's epoch began (the log end when it started).
+    epoch_start: i64,
+    /// Leader only: followers proposed for the ISR and not committed yet. They count for the
+    /// high watermark at once (Kafka's "maximal ISR"), so a write acknowledged while the
+    /// proposal is in flight is on them too.
+    pending_isr: BTreeSet<i32>,
 }
 
 /// This broker's part in a partition, from the metadata image.
@@ -64,8 +70,11 @@ impl Role {
 pub struct FollowerProgress {
     /// The follower's durable log end, as its last fetch offset said.
     pub log_end: i64,
-    /// When the follower last fetched from at or beyond the leader's log end.
+    /// When the follower was last caught up (Kafka's rule: its fetch reached the leader's
+    /// log end as of now, or as of its previous fetch).
     pub caught_up_at: Instant,
+    /// The leader's log end when that follower's last fetch was answered.
+    pub leader_end_at_fetch: i64,
 }
 
 pub struct Partition {
@@ -79,6 +88,9 @@ pub struct Partition {
     local_end: AtomicI64,
     /// The high watermark, for acks=all produces waiting on it.
     hw_changed: watch::Sender<i64>,
+    /// Bumped by every truncation, so an fsync that began before one does not report the
+    /// cut-off end as held.
+    truncations: std::sync::atomic::AtomicU64,
     /// Sealed segments are archived to the object store: `remote.storage.enable`, never for
     /// internal topics. Kept beside the config so the produce path reads it without the lock.
     tiered: AtomicBool,
@@ -163,9 +175,11 @@ impl Partition {
         data_changed: watch::Sender<u64>,
         now_ms: i64,
     ) -> Self {
-        // Everything recovered from disk survived a restart, so it is durable here; what
-        // readers may see is settled by the role (a lone replica shows all of it).
-        let hw = log.log_end_offset();
+        // Everything recovered from disk is durable here, but not necessarily on the other
+        // replicas: the high watermark starts at the log start and the role moves it (a lone
+        // replica at once to its log end, a leader once its in-sync followers report).
+        let local_end = log.log_end_offset();
+        let hw = log.log_start_offset();
         let tiered = AtomicBool::new(is_tiered(&topic, &config));
         Self {
             tiered,
@@ -184,10 +198,13 @@ impl Partition {
                 followers: HashMap::new(),
                 leader_high_watermark: 0,
                 role_since: Instant::now(),
+                epoch_start: 0,
+                pending_isr: BTreeSet::new(),
             }),
             high_watermark: AtomicI64::new(hw),
-            local_end: AtomicI64::new(hw),
+            local_end: AtomicI64::new(local_end),
             hw_changed: watch::channel(hw).0,
+            truncations: std::sync::atomic::AtomicU64::new(0),
             data_changed,
         }
     }
@@ -270,12 +287,21 @@ impl Partition {
     fn high_watermark_of(&self, st: &State) -> i64 {
         let local = self.local_end.load(Ordering::Acquire);
         match &st.role {
-            Role::Leader { node, isr, .. } => {
-                // KIP-966: no progress while the ISR is below min.insync.replicas.
-                if (isr.len() as i64) < i64::from(st.config.min_insync_replicas.max(1)) {
+            Role::Leader {
+                node,
+                isr,
+                replicas,
+                ..
+            } => {
+                // KIP-966: no progress while the ISR is below min.insync.replicas (capped at
+                // the replica count: a lone replica with a copied min.insync.replicas=2 still
+                // serves acks=1 data; its acks=all writes are refused).
+                let min = (st.config.min_insync_replicas.max(1) as usize).min(replicas.len());
+                if isr.len() < min {
                     return self.high_watermark();
                 }
                 isr.iter()
+                    .chain(&st.pending_isr)
                     .filter(|r| *r != node)
                     .map(|r| st.followers.get(r).map_or(i64::MIN, |f| f.log_end))
                     .fold(local, i64::min)
@@ -295,6 +321,12 @@ impl Partition {
         let new_epoch = st.role.epoch() != role.epoch();
         if new_epoch || !matches!(role, Role::Leader { .. }) {
             st.followers.clear();
+        }
+        // The image carries the committed ISR now: pending additions are settled (committed
+        // or refused; a refused one is proposed again once still caught up).
+        st.pending_isr.clear();
+        if new_epoch {
+            st.epoch_start = st.log.log_end_offset();
         }
         if let Role::Follower { .. } = role {
             st.leader_high_watermark = self.high_watermark();
@@ -330,21 +362,43 @@ impl Partition {
             log_end: fetch_offset,
             // A follower that never caught up counts as lagging from its first fetch.
             caught_up_at: now,
+            leader_end_at_fetch: i64::MAX,
         });
         entry.log_end = fetch_offset;
-        if fetch_offset >= log_end {
+        // Under steady writes the leader appends between a follower's fetches, so reaching
+        // the log end as of the previous fetch counts too (Kafka's rule).
+        if fetch_offset >= log_end || fetch_offset >= entry.leader_end_at_fetch {
             entry.caught_up_at = now;
         }
+        entry.leader_end_at_fetch = log_end;
         let hw = self.high_watermark_of(&st);
         drop(st);
         self.advance_high_watermark(hw);
         self.high_watermark()
     }
 
-    /// Leader: the role, when it began, and followers' progress, for ISR changes.
-    pub fn leadership(&self) -> (Role, Instant, HashMap<i32, FollowerProgress>) {
+    /// Leader: the role, when it began, where its epoch began, and followers' progress, for
+    /// ISR changes.
+    pub fn leadership(&self) -> (Role, Instant, i64, HashMap<i32, FollowerProgress>) {
         let st = self.lock();
-        (st.role.clone(), st.role_since, st.followers.clone())
+        (
+            st.role.clone(),
+            st.role_since,
+            st.epoch_start,
+            st.followers.clone(),
+        )
+    }
+
+    /// Leader: `additions` are about to be proposed for the ISR; they count for the high
+    /// watermark from now until the image settles the proposal.
+    pub fn expect_isr_additions(&self, additions: &BTreeSet<i32>) {
+        let mut st = self.lock();
+        st.pending_isr.extend(additions);
+    }
+
+    /// Leader: a proposal of ISR additions failed; stop counting them.
+    pub fn forget_isr_additions(&self) {
+        self.lock().pending_isr.clear();
     }
 
     /// Follower: the leader's high watermark from a fetch response.
@@ -445,10 +499,14 @@ impl Partition {
 
     /// fsyncs everything appended so far, then exposes it to readers.
     pub async fn flush(&self) -> std::io::Result<()> {
-        let (file, end) = {
+        let (file, end, truncations) = {
             let st = self.lock();
             let file = st.log.flush_handle().map_err(std::io::Error::other)?;
-            (file, st.log.log_end_offset())
+            (
+                file,
+                st.log.log_end_offset(),
+                self.truncations.load(Ordering::Acquire),
+            )
         };
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
@@ -463,7 +521,9 @@ impl Partition {
             st.unflushed_messages = 0;
             st.last_flush_ms = crate::now_ms();
         }
-        self.set_local_end(end);
+        if self.truncations.load(Ordering::Acquire) == truncations {
+            self.set_local_end(end);
+        }
         Ok(())
     }
 
@@ -505,12 +565,7 @@ impl Partition {
     /// they count at once.
     pub fn append_replica(&self, records: &[u8], now_ms: i64) -> Result<bool, LogError> {
         let mut st = self.lock();
-        if matches!(st.role, Role::Leader { .. }) {
-            return Err(LogError::InvalidRecord(format!(
-                "{} is led here; it takes no replica appends",
-                self.name()
-            )));
-        }
+        self.refuse_if_leader(&st)?;
         let appended = st.log.append_replica(records, now_ms)?;
         let durable = st.config.durable_ack();
         let end = st.log.log_end_offset();
@@ -528,7 +583,10 @@ impl Partition {
     /// leader's). The high watermark is never above what is held.
     pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
         let mut st = self.lock();
+        // A fetch answer that arrives after this broker became leader must not touch its log.
+        self.refuse_if_leader(&st)?;
         st.log.truncate_to(offset)?;
+        self.truncations.fetch_add(1, Ordering::AcqRel);
         let end = st.log.log_end_offset();
         drop(st);
         self.reset_local_end(end);
@@ -539,10 +597,22 @@ impl Partition {
     /// this replica fell below it).
     pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
         let mut st = self.lock();
+        self.refuse_if_leader(&st)?;
         st.log.truncate_fully_and_start_at(offset)?;
+        self.truncations.fetch_add(1, Ordering::AcqRel);
         drop(st);
         self.reset_local_end(offset);
         self.high_watermark.store(offset, Ordering::Release);
+        Ok(())
+    }
+
+    fn refuse_if_leader(&self, st: &State) -> Result<(), LogError> {
+        if matches!(st.role, Role::Leader { .. }) {
+            return Err(LogError::InvalidRecord(format!(
+                "{} is led here; replica appends and truncation are refused",
+                self.name()
+            )));
+        }
         Ok(())
     }
 
@@ -675,5 +745,163 @@ impl Partition {
     /// Flushes and closes the log files (shutdown).
     pub fn close(&self) -> Result<(), LogError> {
         self.lock().log.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+    use crate::log::testutil::batch_of;
+
+    fn partition(dir: &std::path::Path, min_insync: &str) -> Partition {
+        let broker = BrokerConfig::default();
+        let mut overrides = std::collections::BTreeMap::new();
+        overrides.insert("min.insync.replicas".to_string(), min_insync.to_string());
+        // Page-cache acknowledgement: appends count as held at once (no flusher needed).
+        overrides.insert("flush.messages".to_string(), "100000".to_string());
+        let config = TopicConfig::resolve(&broker, &overrides).unwrap();
+        let log = PartitionLog::open(dir, config.to_log_config()).unwrap();
+        Partition::new(
+            "t".into(),
+            0,
+            dir.to_path_buf(),
+            log,
+            config,
+            watch::channel(0).0,
+            0,
+        )
+    }
+
+    fn leader(isr: &[i32]) -> Role {
+        Role::Leader {
+            node: 1,
+            epoch: 3,
+            replicas: vec![1, 2, 3],
+            isr: isr.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn the_high_watermark_is_the_isr_minimum_and_waits_for_pending_additions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), "2");
+        p.set_role(leader(&[1, 2]));
+        p.append(&batch_of(10, 10, 1), 1).unwrap();
+        assert_eq!(p.high_watermark(), 0, "follower 2 has not fetched yet");
+        let t0 = Instant::now();
+        assert_eq!(p.record_follower_fetch(2, 6, t0), 6);
+        assert_eq!(p.record_follower_fetch(2, 10, t0), 10);
+        // Follower 3 is proposed for the ISR at 10: it counts before the commit.
+        p.record_follower_fetch(3, 10, t0);
+        p.expect_isr_additions(&[3].into());
+        p.append(&batch_of(5, 10, 2), 2).unwrap();
+        p.record_follower_fetch(2, 15, t0);
+        assert_eq!(p.high_watermark(), 10, "3 holds only 10");
+        p.record_follower_fetch(3, 15, t0);
+        assert_eq!(p.high_watermark(), 15);
+        // Below min.insync.replicas the high watermark stands still.
+        p.set_role(leader(&[1]));
+        p.append(&batch_of(5, 10, 3), 3).unwrap();
+        assert_eq!(p.high_watermark(), 15);
+        assert_eq!(p.insync(), (1, 2));
+    }
+
+    #[test]
+    fn a_lone_replica_with_a_larger_min_insync_still_shows_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), "2");
+        p.set_role(Role::Leader {
+            node: 1,
+            epoch: 0,
+            replicas: vec![1],
+            isr: [1].into(),
+        });
+        p.append(&batch_of(4, 10, 1), 1).unwrap();
+        assert_eq!(p.high_watermark(), 4);
+    }
+
+    #[test]
+    fn followers_count_as_caught_up_when_they_reach_the_previous_log_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), "1");
+        p.set_role(leader(&[1, 2]));
+        let t0 = Instant::now();
+        p.append(&batch_of(10, 10, 1), 1).unwrap();
+        p.record_follower_fetch(2, 0, t0);
+        // The leader appended again before the follower's next fetch, which reached the
+        // log end as of its previous fetch (10), not the current one (20).
+        p.append(&batch_of(10, 10, 2), 2).unwrap();
+        let t1 = t0 + Duration::from_secs(5);
+        p.record_follower_fetch(2, 10, t1);
+        let (_, _, _, followers) = p.leadership();
+        assert_eq!(followers[&2].caught_up_at, t1);
+    }
+
+    #[test]
+    fn a_restarted_replica_shows_nothing_until_its_role_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let p = partition(dir.path(), "1");
+            p.set_role(leader(&[1, 2]));
+            p.append(&batch_of(10, 10, 1), 1).unwrap();
+            p.close().unwrap();
+        }
+        let p = partition(dir.path(), "1");
+        assert_eq!(
+            p.high_watermark(),
+            0,
+            "not everything on disk was replicated"
+        );
+        p.set_role(leader(&[1, 2]));
+        assert_eq!(p.high_watermark(), 0);
+        p.record_follower_fetch(2, 10, Instant::now());
+        assert_eq!(p.high_watermark(), 10);
+    }
+
+    #[test]
+    fn acks_all_waits_fail_when_leadership_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Arc::new(partition(dir.path(), "1"));
+        p.set_role(leader(&[1, 2]));
+        let a = p.append(&batch_of(3, 10, 1), 1).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let waiter = p.clone();
+        let r = rt.block_on(async move {
+            let wait = tokio::spawn(async move {
+                waiter
+                    .wait_for_high_watermark(
+                        a.last_offset + 1,
+                        a.leader_epoch,
+                        Duration::from_secs(5),
+                    )
+                    .await
+            });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            p.set_role(Role::Follower {
+                leader: Some(2),
+                epoch: 4,
+            });
+            // The new leader's data at these offsets would raise the high watermark; the
+            // wait must not take that as its own write being replicated.
+            p.set_leader_high_watermark(3);
+            wait.await.unwrap()
+        });
+        assert_eq!(r, Err(ReplicationWait::NotLeader));
+    }
+
+    #[test]
+    fn a_leader_refuses_replica_appends_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), "1");
+        p.set_role(leader(&[1]));
+        p.append(&batch_of(3, 10, 1), 1).unwrap();
+        assert!(p.truncate_to(1).is_err());
+        assert!(p.truncate_fully_and_start_at(5).is_err());
+        assert!(p.append_replica(&batch_of(1, 10, 1), 1).is_err());
+        assert_eq!(p.offsets().log_end, 3);
     }
 }

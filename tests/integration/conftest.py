@@ -69,6 +69,7 @@ class Broker:
         `("ip", "netns", "exec", ns)`, which must exec it so the pid stays the broker's."""
         self.binary = binary
         self.workdir = workdir
+        self.port_retries = 0
         self.name = name
         self.data_dir = workdir / "data"
         self.log_path = workdir / "strata.log"
@@ -134,6 +135,14 @@ class Broker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                # free_port() cannot reserve the port: another process may take it before the
+                # broker binds. On a first start no client knows the port yet: take another.
+                if (self.starts == 1 and self.port_retries < 3
+                        and f"cannot listen on {self.bootstrap}" in self.log_tail(5)):
+                    self.port_retries += 1
+                    self.starts = 0
+                    self.port = free_port()
+                    return self.start(timeout_s)
                 raise BrokerError(
                     f"{self.name} exited with {self.proc.returncode} during startup\n"
                     + self.log_tail())
