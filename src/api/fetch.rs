@@ -339,7 +339,7 @@ fn read_for_replica(
         .map(|r| r.replicas.clone())
         .ok_or_else(|| ServeError::UnknownTopicOrPartition(format!("{name}-{}", p.partition)))?;
     let live = image.brokers.get(&replica).is_some_and(|b| !b.fenced);
-    if !live || !replicas.contains(&replica) {
+    if !live || !replicas.contains(&replica) || replica == broker.node_id {
         return Err(ServeError::InvalidRequest(format!(
             "replica id {replica} is not a live replica of {name}-{}: only brokers that \
              replicate a partition may fetch as its replicas",

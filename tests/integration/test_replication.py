@@ -435,3 +435,36 @@ def test_reassignment_moves_replicas_and_keeps_every_record(broker_factory, stra
     while gone.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not gone.exists(), f"{gone} still exists on the broker that left"
+
+
+def fetch_as_replica(port: int, topic: str, replica_id: int) -> int:
+    """A raw Fetch v4 of partition 0 from offset 0 claiming `replica_id`: its error code."""
+    body = (wire.i32(replica_id) + wire.i32(100) + wire.i32(1) + wire.i32(1 << 20) + wire.i8(0)
+            + wire.array([wire.string(topic) + wire.array([
+                wire.i32(0) + wire.i64(0) + wire.i32(1 << 20)])]))
+    frame = wire.frame(wire.request_header(1, 4, 77) + body)
+    payload = wire.exchange(port, frame, timeout_s=10)
+    assert payload is not None, "no fetch response"
+    r = wire.Reader(payload)
+    assert r.i32() == 77
+    r.i32()  # throttle
+    assert r.i32() == 1  # topics
+    r.take(r.i16())
+    assert r.i32() == 1  # partitions
+    assert r.i32() == 0
+    return r.i16()
+
+
+def test_a_client_pretending_to_be_a_replica_is_refused(broker_factory):
+    """Only live brokers that replicate a partition may fetch as its replicas (they read past
+    the high watermark and move it); anyone else claiming a replica id gets INVALID_REQUEST."""
+    broker = broker_factory("solo")
+    topic = unique_topic("fake")
+    admin = admin_client(broker.bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    p.produce(topic, b"x", partition=0)
+    assert p.flush(30) == 0
+    assert fetch_as_replica(broker.port, topic, -1) == 0  # an ordinary consumer fetch
+    assert fetch_as_replica(broker.port, topic, 7) == 42  # no such broker
+    assert fetch_as_replica(broker.port, topic, 1) == 42  # the leader itself
