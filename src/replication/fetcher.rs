@@ -188,6 +188,7 @@ async fn follow(
                 failing = false;
             }
             let mut pause = resp.error_code != 0;
+            let mut flushes = Vec::new();
             for t in resp.responses {
                 for pd in t.partitions {
                     let Some((_, p)) = partitions
@@ -197,6 +198,12 @@ async fn follow(
                         continue;
                     };
                     match apply(p, &pd, &logs).await {
+                        Ok(Some(rx)) => {
+                            flushes.push((p.clone(), rx));
+                            if errors.remove(&p.name()).is_some() {
+                                tracing::info!(partition = %p.name(), "replica fetches applied again");
+                            }
+                        }
                         // Logged when the error changes, not on every retry.
                         Err(e) => {
                             if errors.get(&p.name()) != Some(&e) {
@@ -205,12 +212,18 @@ async fn follow(
                             }
                             pause = true;
                         }
-                        Ok(()) => {
+                        Ok(None) => {
                             if errors.remove(&p.name()).is_some() {
                                 tracing::info!(partition = %p.name(), "replica fetches applied again");
                             }
                         }
                     }
+                }
+            }
+            for (p, rx) in flushes.drain(..) {
+                if let Err(e) = crate::storage::Flusher::wait(rx).await {
+                    tracing::warn!(partition = %p.name(), error = %e, "fsync of replicated data failed");
+                    pause = true;
                 }
             }
             if pause {
@@ -255,12 +268,16 @@ fn fetch_request(
         )
 }
 
-/// Applies the leader's answer for one partition.
+type FlushWait = tokio::sync::oneshot::Receiver<crate::storage::FlushResult>;
+
+/// Applies the leader's answer for one partition; returns the fsync to wait for before the
+/// next fetch reports the appended data as held.
 async fn apply(
     p: &Arc<Partition>,
     pd: &kafka_protocol::messages::fetch_response::PartitionData,
     logs: &LogManager,
-) -> Result<(), String> {
+) -> Result<Option<FlushWait>, String> {
+    let mut flush = None;
     match pd.error_code {
         0 => {}
         code if code == ResponseError::OffsetOutOfRange.code() => {
@@ -272,7 +289,7 @@ async fn apply(
                     "replica is below the leader's log start; starting its log there");
                 p.truncate_fully_and_start_at(pd.log_start_offset)
                     .map_err(|e| e.to_string())?;
-                return Ok(());
+                return Ok(None);
             }
             return Err(format!(
                 "leader answered OFFSET_OUT_OF_RANGE at {}",
@@ -301,18 +318,16 @@ async fn apply(
         tracing::info!(partition = %p.name(), from, to, epoch = pd.diverging_epoch.epoch,
             "truncating the replica's log to where it agrees with the leader's");
         p.truncate_to(to).map_err(|e| e.to_string())?;
-        return Ok(());
+        return Ok(None);
     }
     if let Some(records) = pd.records.as_ref().filter(|r| !r.is_empty()) {
         let appended = p
             .append_replica(records, crate::now_ms())
             .map_err(|e| e.to_string())?;
         if appended {
-            // The next fetch reports the new log end as held: make it durable first.
-            let rx = logs.flusher().submit(p.clone()).await;
-            crate::storage::Flusher::wait(rx)
-                .await
-                .map_err(|e| format!("fsync: {e}"))?;
+            // The next fetch reports the new log end as held: it must be durable first. The
+            // caller waits for every partition's fsync together (one group-commit round).
+            flush = Some(logs.flusher().submit(p.clone()).await);
         }
     }
     p.set_leader_high_watermark(pd.high_watermark);
@@ -323,5 +338,5 @@ async fn apply(
     if start > o.log_start {
         tokio::task::block_in_place(|| p.delete_records(start)).map_err(|e| e.to_string())?;
     }
-    Ok(())
+    Ok(flush)
 }
