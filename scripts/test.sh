@@ -23,22 +23,19 @@ venv="${STRATA_VENV:-$root/.venv}"
 step() { printf '\n==> %s\n' "$*"; }
 
 # ---- peers ------------------------------------------------------------------------------------
-if ! command -v kcat >/dev/null 2>&1; then
-  step "installing kcat"
-  sudo=""
+# need COMMAND PACKAGE: installs PACKAGE with apt when COMMAND is missing.
+need() {
+  command -v "$1" >/dev/null 2>&1 && return
+  step "installing $2"
+  local sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends kcat
-fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "$2"
+}
+need kcat kcat
 kcat -V 2>&1 | sed -n 's/^Version/kcat version/p'
 # The network-partition test (test_partition.py) builds network namespaces with `ip`.
-if ! command -v ip >/dev/null 2>&1; then
-  step "installing iproute2"
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends iproute2
-fi
+need ip iproute2
 
 # ---- Python clients ---------------------------------------------------------------------------
 python="${PYTHON:-}"

@@ -108,24 +108,10 @@ pub fn render(status: &ClusterStatus) -> String {
     let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     let _ = writeln!(out, "leader: {}", show(leader));
     let _ = writeln!(out, "term: {term}");
-    let _ = writeln!(
-        out,
-        "voters: {}",
-        from.voters
-            .keys()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    let _ = writeln!(
-        out,
-        "learners: {}",
-        from.learners
-            .keys()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let ids =
+        |m: &BTreeMap<u64, String>| m.keys().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let _ = writeln!(out, "voters: {}", ids(&from.voters));
+    let _ = writeln!(out, "learners: {}", ids(&from.learners));
     let _ = writeln!(
         out,
         "{:<6} {:<24} {:<8} {:<10} {:>6} {:>12} {:>12} {:>12}",

@@ -46,29 +46,49 @@ pub(crate) fn parse(text: &str) -> Result<i64, CheckpointError> {
 
 /// Reads the checkpoint in `dir`; `None` if there is none.
 pub(crate) fn read(dir: &Path) -> Result<Option<i64>, CheckpointError> {
-    let path = dir.join(FILE_NAME);
-    let len = match fs::metadata(&path) {
+    match read_small(&dir.join(FILE_NAME), MAX_FILE_BYTES) {
+        Ok(Some(text)) => parse(&text).map(Some),
+        Ok(None) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            Err(CheckpointError::Malformed(e.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A small file's text; `None` if it does not exist, an error (`InvalidData`) if it is
+/// longer than `max_bytes`.
+pub(crate) fn read_small(path: &Path, max_bytes: u64) -> io::Result<Option<String>> {
+    let len = match fs::metadata(path) {
         Ok(m) => m.len(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
-    if len > MAX_FILE_BYTES {
-        return Err(CheckpointError::Malformed(format!("{len} bytes long")));
+    if len > max_bytes {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is {len} bytes long", path.display()),
+        ));
     }
-    let text = fs::read_to_string(&path)?;
-    parse(&text).map(Some)
+    fs::read_to_string(path).map(Some)
 }
 
 /// Durably replaces the checkpoint in `dir` with `offset`.
 pub(crate) fn write(dir: &Path, offset: i64) -> io::Result<()> {
-    let path = dir.join(FILE_NAME);
-    let tmp = dir.join(format!("{FILE_NAME}{TEMP_SUFFIX}"));
+    replace_file(dir, FILE_NAME, format!("{VERSION}\n{offset}\n").as_bytes())
+}
+
+/// Durably replaces `dir/name` with `contents`: a temp file (the suffix partition open
+/// sweeps up after a crash), fsync, rename, directory fsync. Readers see the old contents or
+/// the new, never a mix.
+pub(crate) fn replace_file(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}{TEMP_SUFFIX}"));
     {
         let mut f = File::create(&tmp)?;
-        f.write_all(format!("{VERSION}\n{offset}\n").as_bytes())?;
+        f.write_all(contents)?;
         f.sync_all()?;
     }
-    fs::rename(&tmp, &path)?;
+    fs::rename(&tmp, dir.join(name))?;
     sync_dir(dir)
 }
 

@@ -380,22 +380,6 @@ def produce_acked(bootstrap: str, topic: str, values: list[bytes]) -> dict[bytes
     return acked
 
 
-def produce_result(payload: bytes | None) -> tuple[int, int] | None:
-    """(error code, base offset) of a one-partition Produce v3 response; None if the broker
-    closed the connection instead."""
-    if payload is None:
-        return None
-    r = wire.Reader(payload)
-    r.i32()  # correlation id
-    assert r.i32() == 1  # topics
-    r.take(r.i16())  # topic name
-    assert r.i32() == 1  # partitions
-    r.i32()  # partition index
-    error = r.i16()
-    base_offset = struct.unpack(">q", r.take(8))[0]
-    return error, base_offset
-
-
 def raw_connect(broker) -> socket.socket:
     s = socket.create_connection((broker.host, broker.port), timeout=5)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -466,7 +450,7 @@ class IsolatedWrites:
                 corr = struct.unpack(">i", payload[:4])[0]
                 value = waiting.pop(corr, None)
                 assert value is not None, f"response to unknown correlation id {corr}"
-                self.answers[value] = (produce_result(payload), now)
+                self.answers[value] = (wire.produce_result(payload), now)
 
     def wait(self, until: float) -> None:
         """Until every write has its answer, or `until`."""
@@ -511,7 +495,7 @@ def test_partitioned_leader_acknowledges_nothing_and_logs_converge(net, broker_f
     # A connection to the leader, opened while it leads, as a client holds it.
     sock = raw_connect(old)
     sock.sendall(wire.produce_request(1, topic, 0, batch(b"warmup"), acks=-1))
-    result = produce_result(wire.read_response(sock, 30))
+    result = wire.produce_result(wire.read_response(sock, 30))
     assert result is not None and result[0] == 0, f"warm-up write to the leader: {result}"
     acked[b"warmup"] = result[1]
     t_setup = time.monotonic()

@@ -257,14 +257,8 @@ def test_acks_all_refused_below_min_insync(broker_factory, strata_bin):
 
 
 def produce_error(payload: bytes) -> int:
-    """The error code of a one-partition Produce v3 response (after the correlation id)."""
-    r = wire.Reader(payload)
-    r.i32()  # correlation id
-    assert r.i32() == 1  # topics
-    r.take(r.i16())  # topic name
-    assert r.i32() == 1  # partitions
-    r.i32()  # partition index
-    return r.i16()
+    """The error code of a one-partition Produce v3 response."""
+    return wire.produce_result(payload)[0]
 
 
 def test_paused_leader_is_fenced_and_acknowledges_nothing(broker_factory, strata_bin):

@@ -229,6 +229,22 @@ def decode_api_versions(frame_payload: bytes, version: int) -> ApiVersionsRespon
     return ApiVersionsResponse(corr, err, apis, throttle)
 
 
+def produce_result(payload: bytes | None) -> tuple[int, int] | None:
+    """(error code, base offset) of a one-partition Produce v3 response; None if the broker
+    closed the connection instead."""
+    if payload is None:
+        return None
+    r = Reader(payload)
+    r.i32()  # correlation id
+    assert r.i32() == 1  # topics
+    r.take(r.i16())  # topic name
+    assert r.i32() == 1  # partitions
+    r.i32()  # partition index
+    error = r.i16()
+    base_offset = struct.unpack(">q", r.take(8))[0]
+    return error, base_offset
+
+
 # ---- sockets ----------------------------------------------------------------------------------
 
 

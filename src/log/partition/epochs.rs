@@ -14,13 +14,13 @@
 //! the file never lacks an entry for data in the log; entries past the data (a crash came
 //! between) are dropped on open.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::Path;
 
 use super::PartitionLog;
 use crate::log::batch::BatchHeader;
-use crate::log::checkpoint::{self, TEMP_SUFFIX};
+use crate::log::checkpoint;
 use crate::log::LogError;
 
 pub(crate) const FILE_NAME: &str = "leader-epoch-checkpoint";
@@ -188,30 +188,19 @@ pub(crate) fn parse(text: &str) -> Result<LeaderEpochCache, EpochFileError> {
 
 /// Reads the checkpoint in `dir`; `None` if there is none.
 pub(crate) fn read(dir: &Path) -> Result<Option<LeaderEpochCache>, EpochFileError> {
-    let path = dir.join(FILE_NAME);
-    let len = match fs::metadata(&path) {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    if len > MAX_FILE_BYTES {
-        return Err(EpochFileError::Malformed(format!("{len} bytes long")));
+    match checkpoint::read_small(&dir.join(FILE_NAME), MAX_FILE_BYTES) {
+        Ok(Some(text)) => parse(&text).map(Some),
+        Ok(None) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            Err(EpochFileError::Malformed(e.to_string()))
+        }
+        Err(e) => Err(e.into()),
     }
-    parse(&fs::read_to_string(&path)?).map(Some)
 }
 
-/// Durably replaces the checkpoint in `dir`: temp file, fsync, rename, directory fsync.
-/// The temp file's suffix is the one `open` sweeps up after a crash.
+/// Durably replaces the checkpoint in `dir`.
 pub(crate) fn write(dir: &Path, cache: &LeaderEpochCache) -> io::Result<()> {
-    let path = dir.join(FILE_NAME);
-    let tmp = dir.join(format!("{FILE_NAME}{TEMP_SUFFIX}"));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(encode(cache).as_bytes())?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, &path)?;
-    checkpoint::sync_dir(dir)
+    checkpoint::replace_file(dir, FILE_NAME, encode(cache).as_bytes())
 }
 
 /// Removes the checkpoint in `dir`, durably; a file already gone is fine.
