@@ -130,6 +130,12 @@ pub struct BrokerConfig {
     /// less than this many bytes free, so a long object-store outage (tiered topics keep
     /// local data until uploaded) never fills the disk. 0 = off.
     pub log_dir_min_free_bytes: u64,
+    /// How much of each partition's newest data stays in the OS page cache once it is on disk;
+    /// older written pages are released, and so is whatever a read of uncached (old) data
+    /// brought in. Keeps the broker on recycled, warm pages instead of growing the page cache
+    /// (see `log::pagecache`); consumers within the window of the log end read from memory.
+    /// 0 = never release (Kafka's behaviour: everything stays until memory runs out).
+    pub log_page_cache_window_bytes: u64,
     /// This broker's rack (Kafka `broker.rack`); replicas of a partition are spread over
     /// racks when brokers name them. Empty = no rack.
     pub broker_rack: String,
@@ -203,6 +209,7 @@ impl Default for BrokerConfig {
             log_local_retention_ms: -2,
             log_local_retention_bytes: -2,
             log_dir_min_free_bytes: 64 * 1024 * 1024,
+            log_page_cache_window_bytes: 64 * 1024 * 1024,
             broker_rack: String::new(),
             broker_heartbeat_interval_ms: 2000,
             broker_session_timeout_ms: 9000,

@@ -11,6 +11,7 @@
 //! - [`index`]: the sparse offset and time indexes (pure lookups plus file encoding).
 //! - `scan`: walking a segment file batch by batch, checking CRCs.
 //! - [`segment`]: one `.log` file and its indexes.
+//! - [`pagecache`]: releasing data from the page cache that readers no longer need.
 //! - [`policy`]: when to roll a segment and which segments retention deletes (pure).
 //! - [`producer_state`]: producer ids, epochs and sequences: duplicate and gap detection
 //!   (pure), and its snapshot files.
@@ -26,6 +27,7 @@
 pub mod batch;
 mod checkpoint;
 pub mod index;
+pub mod pagecache;
 pub mod partition;
 pub mod policy;
 pub mod producer_state;

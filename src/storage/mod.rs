@@ -209,6 +209,7 @@ impl LogManager {
                         config.clone(),
                         self.data_changed.clone(),
                         now,
+                        self.broker.log_page_cache_window_bytes,
                     )),
                 );
             }

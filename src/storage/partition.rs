@@ -41,6 +41,8 @@ struct State {
     /// high watermark at once (Kafka's "maximal ISR"), so a write acknowledged while the
     /// proposal is in flight is on them too.
     pending_isr: BTreeSet<i32>,
+    /// How far the active segment's page cache has been released.
+    released: Released,
 }
 
 /// This broker's part in a partition, from the metadata image.
@@ -96,6 +98,25 @@ pub struct Partition {
     tiered: AtomicBool,
     /// Bumped whenever any partition's high watermark moves (wakes long-polling fetches).
     data_changed: watch::Sender<u64>,
+    /// Bytes of the newest data kept in the page cache once written out
+    /// (`log_page_cache_window_bytes`; 0 = never release).
+    cache_window: u64,
+}
+
+/// The page cache is released in steps of at least this much, so the syscalls stay rare.
+const RELEASE_STEP: u64 = 8 << 20;
+
+/// Where the active segment's page cache has been released (see
+/// [`Partition::plan_release`]).
+#[derive(Debug, Clone, Copy)]
+struct Released {
+    /// Base offset of the segment the positions refer to.
+    segment: i64,
+    /// Released up to this byte.
+    upto: u64,
+    /// Start of the last range released. Under a relaxed flush policy that range may still
+    /// have been dirty (only its writeback was started), so the next release covers it again.
+    last_from: u64,
 }
 
 /// What an append did.
@@ -174,6 +195,7 @@ impl Partition {
         config: TopicConfig,
         data_changed: watch::Sender<u64>,
         now_ms: i64,
+        cache_window: u64,
     ) -> Self {
         // Everything recovered from disk is durable here, but not necessarily on the other
         // replicas: the high watermark starts at the log start and the role moves it (a lone
@@ -200,12 +222,18 @@ impl Partition {
                 role_since: Instant::now(),
                 epoch_start: 0,
                 pending_isr: BTreeSet::new(),
+                released: Released {
+                    segment: i64::MIN,
+                    upto: 0,
+                    last_from: 0,
+                },
             }),
             high_watermark: AtomicI64::new(hw),
             local_end: AtomicI64::new(local_end),
             hw_changed: watch::channel(hw).0,
             truncations: std::sync::atomic::AtomicU64::new(0),
             data_changed,
+            cache_window,
         }
     }
 
@@ -477,6 +505,7 @@ impl Partition {
         if !durable {
             st.unflushed_messages += count;
             flush_due = st.unflushed_messages >= st.config.flush_messages;
+            self.release_relaxed(&mut st);
         }
         let end = st.log.log_end_offset();
         drop(st);
@@ -497,21 +526,80 @@ impl Partition {
         })
     }
 
+    /// The byte range of the active segment to release from the page cache: what fell more
+    /// than the cache window behind its end since the last release, once that is a step
+    /// long. `dirty`: nothing fsynced it (relaxed flush policy), so the range begins with the
+    /// previous one, whose writeback the previous release started. Marked released at once,
+    /// so flushes in flight never release the same new range.
+    fn plan_release(&self, st: &mut State, dirty: bool) -> Option<(u64, u64)> {
+        if self.cache_window == 0 {
+            return None;
+        }
+        let (segment, size) = st.log.active_extent();
+        let r = &mut st.released;
+        if r.segment != segment {
+            *r = Released {
+                segment,
+                upto: 0,
+                last_from: 0,
+            };
+        }
+        let to = size.saturating_sub(self.cache_window);
+        if to < r.upto + RELEASE_STEP {
+            return None;
+        }
+        let from = if dirty { r.last_from } else { r.upto };
+        r.last_from = r.upto;
+        r.upto = to;
+        Some((from, to))
+    }
+
+    /// Relaxed flush policy: nothing fsyncs often, so release what fell behind the window
+    /// from here, in the background (the kernel writes those pages back first; see
+    /// [`crate::log::pagecache`]).
+    fn release_relaxed(&self, st: &mut State) {
+        let Some((from, to)) = self.plan_release(st, true) else {
+            return;
+        };
+        let Ok(file) = st.log.flush_handle() else {
+            return;
+        };
+        let name = self.name();
+        let release = move || {
+            if let Err(e) = crate::log::pagecache::release(&file, from, to) {
+                tracing::debug!(partition = %name, error = %e, "releasing written pages");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(release)),
+            Err(_) => release(),
+        }
+    }
+
     /// fsyncs everything appended so far, then exposes it to readers.
     pub async fn flush(&self) -> std::io::Result<()> {
-        let (file, end, truncations) = {
-            let st = self.lock();
+        let (file, end, truncations, release) = {
+            let mut st = self.lock();
             let file = st.log.flush_handle().map_err(std::io::Error::other)?;
+            let release = self.plan_release(&mut st, false);
             (
                 file,
                 st.log.log_end_offset(),
                 self.truncations.load(Ordering::Acquire),
+                release,
             )
         };
+        let name = self.name();
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let r = file.sync_data();
             super::metrics::FSYNC.record(started.elapsed());
+            // What the window left behind is clean now: dropping it costs no writeback.
+            if let (Ok(()), Some((from, to))) = (&r, release) {
+                if let Err(e) = crate::log::pagecache::release(&file, from, to) {
+                    tracing::debug!(partition = %name, error = %e, "releasing written pages");
+                }
+            }
             r
         })
         .await
@@ -571,6 +659,7 @@ impl Partition {
         let end = st.log.log_end_offset();
         if !durable {
             st.unflushed_messages += appended.last_offset - appended.first_offset + 1;
+            self.release_relaxed(&mut st);
         }
         drop(st);
         if !durable {
@@ -770,6 +859,7 @@ mod tests {
             config,
             watch::channel(0).0,
             0,
+            0,
         )
     }
 
@@ -780,6 +870,41 @@ mod tests {
             replicas: vec![1, 2, 3],
             isr: isr.iter().copied().collect(),
         }
+    }
+
+    #[test]
+    fn written_pages_fall_out_of_the_page_cache_window_in_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = partition(dir.path(), "1");
+        p.cache_window = 1 << 20;
+        p.set_role(leader(&[1]));
+        let batch = batch_of(64, 1000, 1); // ~65 KB
+        let released = |p: &Partition| {
+            let st = p.lock();
+            (
+                st.released.upto,
+                st.released.last_from,
+                st.log.active_extent().1,
+            )
+        };
+        // Nothing is released until a whole step lies behind the window.
+        while released(&p).2 < (1 << 20) + RELEASE_STEP {
+            assert_eq!(released(&p).0, 0);
+            p.append(&batch, 1).unwrap();
+        }
+        let (upto, last_from, size) = released(&p);
+        assert_eq!((upto, last_from), (size - (1 << 20), 0));
+        // The next step: the relaxed policy releases the previous range again with it (its
+        // writeback was only started).
+        while released(&p).0 == upto {
+            p.append(&batch, 1).unwrap();
+        }
+        let (upto2, last_from, size) = released(&p);
+        assert_eq!((upto2, last_from), (size - (1 << 20), upto));
+        assert!(upto2 >= upto + RELEASE_STEP);
+        // Everything still reads back.
+        let (bytes, _) = p.read(0, 64 << 20).unwrap();
+        assert_eq!(bytes.len() as u64, size);
     }
 
     #[test]

@@ -390,6 +390,12 @@ impl PartitionLog {
         self.active().flush()
     }
 
+    /// The active segment's base offset and size in bytes (where the next append lands).
+    pub fn active_extent(&self) -> (i64, u64) {
+        let active = self.active();
+        (active.base_offset(), active.size_bytes())
+    }
+
     /// A handle on the active segment's file for fsyncing outside the partition lock.
     /// Sealed segments need none: rolling fsyncs them.
     pub fn flush_handle(&self) -> Result<File, LogError> {

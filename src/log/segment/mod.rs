@@ -82,7 +82,7 @@ impl ReadPlan {
     /// returns nothing (`next_offset` is then `first_offset`).
     pub fn read(self) -> Result<ReadSlice, LogError> {
         let mut buf = vec![0u8; self.len];
-        let got = read_up_to(&self.file, &mut buf, self.pos)
+        let got = crate::log::pagecache::read_up_to(&self.file, &mut buf, self.pos)
             .map_err(|e| LogError::io(format!("read {}", self.path.display()), e))?;
         buf.truncate(got);
         let mut end = 0;
@@ -105,20 +105,6 @@ impl ReadPlan {
             next_offset,
         })
     }
-}
-
-/// Reads into `buf` from `pos` until it is full or the file ends; returns the bytes read.
-fn read_up_to(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], pos + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 pub struct Segment {
