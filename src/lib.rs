@@ -4,9 +4,11 @@
 //! family) -> `storage` (hosted partitions, group commit) -> `log` (segments and indexes on
 //! disk). Topics and their configs live in `cluster` (Raft metadata); `config` declares every
 //! setting. `tier` archives sealed segments to an object store and serves them back.
+//! `bufpool` keeps large buffers (request bodies, fetch reads, responses) for reuse.
 
 pub mod api;
 pub mod broker;
+pub mod bufpool;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;

@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
@@ -107,7 +107,7 @@ fn encode_frame<R: Encodable + HeaderVersion>(
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     // Size the buffer once: a Fetch response can be tens of MiB.
     let body_size = resp.compute_size(version).map_err(err)?;
-    let mut buf = BytesMut::with_capacity(4 + 8 + body_size);
+    let mut buf = crate::bufpool::take(4 + 8 + body_size);
     buf.put_i32(0);
     header
         .encode(&mut buf, R::header_version(version))
@@ -115,7 +115,7 @@ fn encode_frame<R: Encodable + HeaderVersion>(
     resp.encode(&mut buf, version).map_err(err)?;
     let size = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(buf.freeze())
+    Ok(crate::bufpool::freeze(buf))
 }
 
 /// Decodes and serves one request frame (without its size prefix).

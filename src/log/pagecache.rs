@@ -9,9 +9,9 @@
 //! at 410 MB/s against 1.6 GB/s. So the broker releases what it no longer needs:
 //! - writes: data more than `log_page_cache_window_bytes` behind a partition's newest byte is
 //!   released once it is on disk (the partition decides when; see `storage::partition`);
-//! - reads: whatever a read had to fetch from disk (a consumer catching up on old data) is
-//!   released after it is copied out, so a catch-up read neither grows the page cache nor
-//!   evicts the tail that other readers share. Data that was cached stays cached.
+//! - reads: a read of data outside the window (a consumer catching up on old data) releases
+//!   what it read once it is copied out, so a catch-up read neither grows the page cache nor
+//!   evicts the tail that other readers share. Readahead still runs ahead of it.
 //!
 //! Both are advice to the kernel: a failure costs only the cache, never data.
 
@@ -30,13 +30,8 @@ pub fn release(file: &File, from: u64, to: u64) -> io::Result<()> {
 }
 
 /// Reads into `buf` from `pos` until it is full or the file ends; returns the bytes read.
-/// The part that was not in the page cache is released again afterwards.
 pub fn read_up_to(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-    let cached = imp::read_cached(file, buf, pos)?;
-    if cached == buf.len() {
-        return Ok(cached);
-    }
-    let mut got = cached;
+    let mut got = 0;
     while got < buf.len() {
         match file.read_at(&mut buf[got..], pos + got as u64) {
             Ok(0) => break,
@@ -45,44 +40,19 @@ pub fn read_up_to(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
             Err(e) => return Err(e),
         }
     }
-    if got > cached {
-        let (from, to) = (pos + cached as u64, pos + got as u64);
-        if let Err(e) = release(file, from, to) {
-            tracing::debug!(error = %e, "releasing read pages from the page cache");
-        }
-    }
     Ok(got)
 }
 
 #[cfg(target_os = "linux")]
 mod imp {
     use std::fs::File;
-    use std::io::{self, IoSliceMut};
+    use std::io;
     use std::num::NonZeroU64;
 
     use rustix::fs::{fadvise, Advice};
-    use rustix::io::{preadv2, Errno, ReadWriteFlags};
 
     pub fn release(file: &File, from: u64, len: u64) -> io::Result<()> {
         fadvise(file, from, NonZeroU64::new(len), Advice::DontNeed).map_err(io::Error::from)
-    }
-
-    /// Reads what the page cache holds from `pos` on without touching the disk
-    /// (`RWF_NOWAIT`): the whole of `buf`, a prefix of it, or nothing.
-    pub fn read_cached(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        let mut got = 0;
-        while got < buf.len() {
-            let mut iov = [IoSliceMut::new(&mut buf[got..])];
-            match preadv2(file, &mut iov, pos + got as u64, ReadWriteFlags::NOWAIT) {
-                Ok(0) => break, // end of file
-                Ok(n) => got += n,
-                Err(Errno::INTR) => {}
-                // Not cached, or the kernel/file system cannot tell: read the usual way.
-                Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::INVAL | Errno::NOSYS) => break,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(got)
     }
 }
 
@@ -93,10 +63,6 @@ mod imp {
 
     pub fn release(_file: &File, _from: u64, _len: u64) -> io::Result<()> {
         Ok(())
-    }
-
-    pub fn read_cached(_file: &File, _buf: &mut [u8], _pos: u64) -> io::Result<usize> {
-        Ok(0)
     }
 }
 

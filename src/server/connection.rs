@@ -68,17 +68,20 @@ async fn read_loop(
             Ok(p) => p,
             Err(_) => return,
         };
-        // Grow the buffer with the bytes that actually arrive, so a size prefix alone
-        // cannot make the broker allocate `max` bytes.
-        let mut body = Vec::with_capacity(size.min(64 * 1024));
-        match (&mut rd).take(size as u64).read_to_end(&mut body).await {
-            Ok(n) if n == size => {}
-            _ => {
-                tracing::debug!(%peer, "connection closed mid-request");
-                return;
+        // Pages of a new buffer are only touched as bytes arrive, so a size prefix alone
+        // does not make the broker commit `max` bytes of memory.
+        let mut body = crate::bufpool::take(size);
+        while body.len() < size {
+            let want = (size - body.len()) as u64;
+            match (&mut rd).take(want).read_buf(&mut body).await {
+                Ok(n) if n > 0 => {}
+                _ => {
+                    tracing::debug!(%peer, "connection closed mid-request");
+                    return;
+                }
             }
         }
-        let reply = match api::handle(broker, body.into(), peer).await {
+        let reply = match api::handle(broker, crate::bufpool::freeze(body), peer).await {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::info!(%peer, error = %e, "closing connection after a bad request");

@@ -201,16 +201,18 @@ impl LogManager {
                 };
                 hosted.partitions.insert(
                     index,
-                    Arc::new(Partition::new(
-                        name.clone(),
-                        index,
-                        dir,
-                        log,
-                        config.clone(),
-                        self.data_changed.clone(),
-                        now,
-                        self.broker.log_page_cache_window_bytes,
-                    )),
+                    Arc::new(
+                        Partition::new(
+                            name.clone(),
+                            index,
+                            dir,
+                            log,
+                            config.clone(),
+                            self.data_changed.clone(),
+                            now,
+                        )
+                        .with_page_cache_window(self.broker.log_page_cache_window_bytes),
+                    ),
                 );
             }
             // Replicas moved to other brokers (a finished reassignment) go from here.

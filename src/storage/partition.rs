@@ -195,7 +195,6 @@ impl Partition {
         config: TopicConfig,
         data_changed: watch::Sender<u64>,
         now_ms: i64,
-        cache_window: u64,
     ) -> Self {
         // Everything recovered from disk is durable here, but not necessarily on the other
         // replicas: the high watermark starts at the log start and the role moves it (a lone
@@ -233,8 +232,15 @@ impl Partition {
             hw_changed: watch::channel(hw).0,
             truncations: std::sync::atomic::AtomicU64::new(0),
             data_changed,
-            cache_window,
+            cache_window: 0,
         }
+    }
+
+    /// Keeps `bytes` of the newest data in the page cache and releases older written pages
+    /// (`log_page_cache_window_bytes`; 0, the default here, never releases).
+    pub fn with_page_cache_window(mut self, bytes: u64) -> Self {
+        self.cache_window = bytes;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -484,7 +490,8 @@ impl Partition {
             check_archivable(records)?;
         }
         let started = std::time::Instant::now();
-        let mut buf = records.to_vec();
+        let mut buf = crate::bufpool::take(records.len());
+        buf.extend_from_slice(records);
         let mut st = self.lock();
         let epoch = match &st.role {
             Role::Leader { epoch, .. } => *epoch,
@@ -493,6 +500,7 @@ impl Partition {
             }
         };
         let res = st.log.append(&mut buf, now_ms, epoch);
+        crate::bufpool::give(buf);
         super::metrics::APPEND.record(started.elapsed());
         let res = res?;
         let count = if res.duplicate {
@@ -633,7 +641,10 @@ impl Partition {
             high_watermark: hw,
             log_end: st.log.log_end_offset(),
         };
-        let planned = st.log.plan_read(offset, max_bytes, hw)?;
+        let planned = st
+            .log
+            .plan_read(offset, max_bytes, hw)?
+            .release_behind(self.cache_window, st.log.active_extent());
         drop(st);
         Ok((planned.read()?.records, offsets))
     }
@@ -730,7 +741,10 @@ impl Partition {
             high_watermark: hw,
             log_end,
         };
-        let planned = st.log.plan_read(offset, max_bytes, log_end)?;
+        let planned = st
+            .log
+            .plan_read(offset, max_bytes, log_end)?
+            .release_behind(self.cache_window, st.log.active_extent());
         drop(st);
         Ok((planned.read()?.records, offsets))
     }
@@ -794,7 +808,10 @@ impl Partition {
         let hw = self.high_watermark();
         let st = self.lock();
         let limit = st.log.active_base_offset().min(hw);
-        let planned = st.log.plan_read(offset, max_bytes, limit)?;
+        let planned = st
+            .log
+            .plan_read(offset, max_bytes, limit)?
+            .release_behind(self.cache_window, st.log.active_extent());
         drop(st);
         Ok(planned.read()?.records)
     }
@@ -859,7 +876,6 @@ mod tests {
             config,
             watch::channel(0).0,
             0,
-            0,
         )
     }
 
@@ -875,8 +891,7 @@ mod tests {
     #[test]
     fn written_pages_fall_out_of_the_page_cache_window_in_steps() {
         let dir = tempfile::tempdir().unwrap();
-        let mut p = partition(dir.path(), "1");
-        p.cache_window = 1 << 20;
+        let p = partition(dir.path(), "1").with_page_cache_window(1 << 20);
         p.set_role(leader(&[1]));
         let batch = batch_of(64, 1000, 1); // ~65 KB
         let released = |p: &Partition| {

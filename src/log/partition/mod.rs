@@ -86,6 +86,14 @@ pub struct PlannedRead {
 }
 
 impl PlannedRead {
+    /// See [`ReadPlan::release_behind`](super::segment::ReadPlan::release_behind).
+    pub fn release_behind(mut self, window: u64, active: (i64, u64)) -> Self {
+        if let Some(plan) = &mut self.plan {
+            plan.release_behind(window, active);
+        }
+        self
+    }
+
     pub fn read(self) -> Result<ReadResult, LogError> {
         let mut result = ReadResult {
             records: Bytes::new(),

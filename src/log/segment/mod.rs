@@ -73,17 +73,37 @@ pub struct ReadPlan {
     len: usize,
     first_offset: i64,
     max_offset_exclusive: i64,
+    /// Base offset of the segment read from.
+    segment: i64,
+    /// Drop what was read from the page cache afterwards (see [`crate::log::pagecache`]).
+    release: bool,
 }
 
 impl ReadPlan {
+    /// Releases the data read from the page cache afterwards when it lies more than `window`
+    /// bytes behind the end of the active segment (`active`: its base offset and size), or in
+    /// an older segment. `window` 0 never releases.
+    pub fn release_behind(&mut self, window: u64, active: (i64, u64)) {
+        let (base, size) = active;
+        self.release =
+            window > 0 && (self.segment != base || self.pos + self.len as u64 + window <= size);
+    }
+
     /// Copies the whole batches the plan covers that start below its offset limit. A
     /// follower may have cut the file's tail ([`Segment::truncate_to`]) since the plan was
     /// made: the read then stops at the new end, and if even the first batch is gone it
     /// returns nothing (`next_offset` is then `first_offset`).
     pub fn read(self) -> Result<ReadSlice, LogError> {
-        let mut buf = vec![0u8; self.len];
+        let mut buf = crate::bufpool::take(self.len);
+        buf.resize(self.len, 0);
         let got = crate::log::pagecache::read_up_to(&self.file, &mut buf, self.pos)
             .map_err(|e| LogError::io(format!("read {}", self.path.display()), e))?;
+        if self.release {
+            let end = self.pos + got as u64;
+            if let Err(e) = crate::log::pagecache::release(&self.file, self.pos, end) {
+                tracing::debug!(path = %self.path.display(), error = %e, "releasing read pages");
+            }
+        }
         buf.truncate(got);
         let mut end = 0;
         let mut next_offset = self.first_offset;
@@ -100,7 +120,7 @@ impl ReadPlan {
         }
         buf.truncate(end);
         Ok(ReadSlice {
-            bytes: Bytes::from(buf),
+            bytes: crate::bufpool::freeze(buf),
             first_offset: self.first_offset,
             next_offset,
         })
@@ -310,6 +330,8 @@ impl Segment {
             len: want as usize,
             first_offset: first.base_offset,
             max_offset_exclusive,
+            segment: self.base_offset,
+            release: false,
         }))
     }
 
