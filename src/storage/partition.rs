@@ -597,18 +597,11 @@ impl Partition {
                 release,
             )
         };
-        let name = self.name();
-        tokio::task::spawn_blocking(move || {
+        let file = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let r = file.sync_data();
             super::metrics::FSYNC.record(started.elapsed());
-            // What the window left behind is clean now: dropping it costs no writeback.
-            if let (Ok(()), Some((from, to))) = (&r, release) {
-                if let Err(e) = crate::log::pagecache::release(&file, from, to) {
-                    tracing::debug!(partition = %name, error = %e, "releasing written pages");
-                }
-            }
-            r
+            r.map(|()| file)
         })
         .await
         .map_err(std::io::Error::other)??;
@@ -616,6 +609,16 @@ impl Partition {
             let mut st = self.lock();
             st.unflushed_messages = 0;
             st.last_flush_ms = crate::now_ms();
+        }
+        // What the window left behind is clean now, so dropping it costs no writeback; done
+        // on the side, so the writes this fsync covers are not answered later for it.
+        if let Some((from, to)) = release {
+            let name = self.name();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = crate::log::pagecache::release(&file, from, to) {
+                    tracing::debug!(partition = %name, error = %e, "releasing written pages");
+                }
+            });
         }
         if self.truncations.load(Ordering::Acquire) == truncations {
             self.set_local_end(end);
