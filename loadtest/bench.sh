@@ -92,6 +92,10 @@ step "sequential write, ${dd_mib} MiB, bs=1M, one fdatasync at the end (conv=fda
 dd_seq="$(dd if=/dev/zero of="$scratch/dd.seq" bs=1M count="$dd_mib" conv=fdatasync 2>&1 | tail -1)"
 note "$dd_seq"
 rm -f "$scratch/dd.seq"
+step "sequential write, ${dd_mib} MiB, bs=1M, bypassing the page cache (oflag=direct)"
+dd_direct="$(dd if=/dev/zero of="$scratch/dd.direct" bs=1M count="$dd_mib" oflag=direct 2>&1 | tail -1)"
+note "$dd_direct"
+rm -f "$scratch/dd.direct"
 step "synchronous writes: 64 KiB x 500, each fdatasync'd (oflag=dsync)"
 dd_sync="$(dd if=/dev/zero of="$scratch/dd.sync" bs=64k count=500 oflag=dsync 2>&1 | tail -1)"
 note "$dd_sync"
@@ -134,10 +138,18 @@ lt="$CARGO_TARGET_DIR/release/strata-loadtest"
 # gigabytes in the background would slow the next workload's fsyncs and skew its figures.
 settle() { sync; sleep 2; }
 
-# run_suite NAME BOOTSTRAP: every workload against one broker; JSON results in $results/NAME.*
+# run_suite NAME BOOTSTRAP PID: every workload against one broker (process PID); JSON results
+# in $results/NAME.*
 run_suite() {
-  local name="$1" bs="$2" out="$results/$1"
+  local name="$1" bs="$2" pid="$3" out="$results/$1"
   local fast=(--batch-size 1048576 --linger-ms 1 --max-request-size 2097152)
+
+  step "[$name] (r) resident memory at idle with 100 partitions"
+  "$lt" produce --bootstrap-server "$bs" --topic r-idle --partitions 100 --num-records 1000 \
+    --record-size 100 --throughput -1 --acks 1 --json >"$out.rprod.json"
+  sleep 5
+  awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" >"$out.rss" 2>/dev/null || true
+  note "$(cat "$out.rss" 2>/dev/null || echo '?') KiB"
 
   settle
   step "[$name] (a) 1 producer, 1 KiB, 1 partition, acks=1"
@@ -211,7 +223,7 @@ stop_pid() {
 
 step "starting strata ($strata), fresh data dir"
 start_strata
-run_suite strata "$strata_addr"
+run_suite strata "$strata_addr" "$strata_pid"
 stop_pid "$strata_pid"
 rm -rf "$scratch/strata"
 
@@ -225,17 +237,17 @@ if [ -n "${PEER_CMD:-}" ]; then
   peer_pid=$!
   wait_port "127.0.0.1:$port" 120 || { tail -50 "$scratch/peer/peer.log" >&2; exit 1; }
   sleep 2 # a listening socket is not always a ready broker
-  run_suite peer "127.0.0.1:$port"
+  run_suite peer "127.0.0.1:$port" "$peer_pid"
   stop_pid "$peer_pid"
 fi
 
 # ---- report ------------------------------------------------------------------------------------
 table="$scratch/table.md"
-python3 - "$results" "$peer_name" "$quick" "$dd_seq" "$dd_sync" "$dd_sync4k" "$iperf_gbit" \
+python3 - "$results" "$peer_name" "$quick" "$dd_seq" "$dd_direct" "$dd_sync" "$dd_sync4k" "$iperf_gbit" \
   "$(nproc)" "$fs" "$load" >"$table" <<'EOF'
 import json, os, re, sys
 
-results, peer_name, quick, dd_seq, dd_sync, dd_sync4k, iperf, cores, fs, loadavg = sys.argv[1:]
+results, peer_name, quick, dd_seq, dd_direct, dd_sync, dd_sync4k, iperf, cores, fs, loadavg = sys.argv[1:]
 sides = [s for s in ("strata", "peer") if os.path.exists(f"{results}/{s}.a1.json")]
 
 def load(side, key):
@@ -278,9 +290,17 @@ rows += [
 rows += e2e("d", "(d) e2e at 50% of (a) acks=all; acks=all, linger 1 ms")
 rows += prod("eprod", "(e) flush.messages=100000, 1 KiB, acks=all")
 rows += e2e("e", "(e) flush.messages=100000, e2e at the (d) rate")
+def rss_mib(side):
+    try:
+        return int(open(f"{results}/{side}.rss").read().split()[0]) / 1024
+    except (OSError, ValueError, IndexError):
+        return ["not measured"]
+rows += [("(r) idle, 100 partitions, 1,000 records written", "resident memory (MiB)", "{:,.0f}", rss_mib)]
 
 def fmt(kind, v):
     if isinstance(v, list):  # a failed run: its error line
+        if v == ["not measured"]:
+            return "not measured"
         return "did not keep up: " + (v[0].replace("error: ", "") if v else "failed")
     if kind == "lat3":
         return f"{v['p50']:.1f} / {v['p99']:.1f} / {v['max']:.1f}"
@@ -315,6 +335,7 @@ print()
 print("| Machine limit | Figure |")
 print("|---|---:|")
 print(f"| Sequential write, 1 MiB blocks, one fdatasync at the end (`dd conv=fdatasync`) | {dd_rate(dd_seq)} |")
+print(f"| Sequential write, 1 MiB blocks, bypassing the page cache (`dd oflag=direct`) | {dd_rate(dd_direct)} |")
 print(f"| Synchronous 64 KiB writes (`dd oflag=dsync`) | {dd_rate(dd_sync)}, {dd_time(dd_sync, 500)} |")
 print(f"| Synchronous 4 KiB writes (`dd oflag=dsync`) | {dd_rate(dd_sync4k)}, {dd_time(dd_sync4k, 500)} |")
 print(f"| Loopback TCP, one stream (`iperf3 -t 5`) | {iperf + ' Gbit/s' if iperf else 'not measured (iperf3 unavailable)'} |")
