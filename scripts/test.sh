@@ -36,6 +36,8 @@ need kcat kcat
 kcat -V 2>&1 | sed -n 's/^Version/kcat version/p'
 # The network-partition test (test_partition.py) builds network namespaces with `ip`.
 need ip iproute2
+# test_page_cache.py reads a segment file's resident pages with `fincore`.
+need fincore util-linux
 
 # ---- Python clients ---------------------------------------------------------------------------
 python="${PYTHON:-}"

@@ -11,7 +11,8 @@
 //!   released once it is on disk (the partition decides when; see `storage::partition`);
 //! - reads: a read of data outside the window (a consumer catching up on old data) releases
 //!   what it read once it is copied out, so a catch-up read neither grows the page cache nor
-//!   evicts the tail that other readers share. Readahead still runs ahead of it.
+//!   evicts the tail that other readers share. It also asks for the next range of the same
+//!   size to be read ahead (`WILLNEED`), so the disk works while the data is sent.
 //!
 //! Both are advice to the kernel: a failure costs only the cache, never data.
 
@@ -27,6 +28,15 @@ pub fn release(file: &File, from: u64, to: u64) -> io::Result<()> {
         return Ok(());
     }
     imp::release(file, from, to - from)
+}
+
+/// Asks the kernel to start reading `from..to` of `file` into the page cache in the
+/// background (a catch-up reader's next range), without waiting for it.
+pub fn prefetch(file: &File, from: u64, to: u64) -> io::Result<()> {
+    if to <= from {
+        return Ok(());
+    }
+    imp::prefetch(file, from, to - from)
 }
 
 /// Reads into `buf` from `pos` until it is full or the file ends; returns the bytes read.
@@ -54,6 +64,10 @@ mod imp {
     pub fn release(file: &File, from: u64, len: u64) -> io::Result<()> {
         fadvise(file, from, NonZeroU64::new(len), Advice::DontNeed).map_err(io::Error::from)
     }
+
+    pub fn prefetch(file: &File, from: u64, len: u64) -> io::Result<()> {
+        fadvise(file, from, NonZeroU64::new(len), Advice::WillNeed).map_err(io::Error::from)
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -62,6 +76,10 @@ mod imp {
     use std::io;
 
     pub fn release(_file: &File, _from: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub fn prefetch(_file: &File, _from: u64, _len: u64) -> io::Result<()> {
         Ok(())
     }
 }

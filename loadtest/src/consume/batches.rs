@@ -31,6 +31,31 @@ pub struct Batch {
     pub records: u32,
 }
 
+/// Where the next fetch of a partition starts after `records` fetched at `offset`: past the
+/// last complete batch, read from the batch frames alone (no CRC, no decoding), so the next
+/// fetch can go out before this one is checked. A malformed frame stops the walk there; the
+/// full check ([`complete_batches`]) reports it.
+pub fn next_offset(records: &[u8], offset: i64) -> i64 {
+    let mut next = offset;
+    let mut at = 0usize;
+    while records.len() - at >= HEADER {
+        let b = &records[at..];
+        let base = i64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+        let len = i32::from_be_bytes(b[8..12].try_into().expect("4 bytes"));
+        let delta = i32::from_be_bytes(
+            b[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        if len < (HEADER - FRAME) as i32 || delta < 0 || b.len() < FRAME + len as usize {
+            break;
+        }
+        next = next.max(base + i64::from(delta) + 1);
+        at += FRAME + len as usize;
+    }
+    next
+}
+
 /// The complete batches at the front of `records`; a truncated tail is left for the next fetch.
 pub fn complete_batches(records: &Bytes) -> Result<Vec<Batch>> {
     let mut out = Vec::new();
@@ -186,6 +211,23 @@ mod tests {
             .map(|b| (b.base_offset, b.last_offset, b.records))
             .collect();
         assert_eq!(summary, vec![(0, 9, 10), (10, 259, 250), (260, 260, 1)]);
+    }
+
+    #[test]
+    fn the_next_fetch_starts_past_the_last_complete_batch() {
+        let one = batch(100, 5, Compression::None);
+        let two = batch(105, 7, Compression::Lz4);
+        let mut all = BytesMut::new();
+        all.extend_from_slice(&one);
+        all.extend_from_slice(&two);
+        assert_eq!(next_offset(&all, 100), 112);
+        // Asked from inside the first batch; a cut-off second batch is fetched again.
+        assert_eq!(next_offset(&all[..all.len() - 3], 102), 105);
+        // Nothing complete, or nothing at all: stay put.
+        assert_eq!(next_offset(&one[..30], 100), 100);
+        assert_eq!(next_offset(&[], 7), 7);
+        // A batch before the offset asked for (a broker may resend it) never moves it back.
+        assert_eq!(next_offset(&one, 200), 200);
     }
 
     #[test]

@@ -99,9 +99,14 @@ impl ReadPlan {
         let got = crate::log::pagecache::read_up_to(&self.file, &mut buf, self.pos)
             .map_err(|e| LogError::io(format!("read {}", self.path.display()), e))?;
         if self.release {
+            // A reader behind the window: drop what it read, and have the disk fetch its
+            // likely next read while this one is sent.
             let end = self.pos + got as u64;
-            if let Err(e) = crate::log::pagecache::release(&self.file, self.pos, end) {
-                tracing::debug!(path = %self.path.display(), error = %e, "releasing read pages");
+            let next = end + self.len as u64;
+            let advice = crate::log::pagecache::release(&self.file, self.pos, end)
+                .and_then(|()| crate::log::pagecache::prefetch(&self.file, end, next));
+            if let Err(e) = advice {
+                tracing::debug!(path = %self.path.display(), error = %e, "page cache advice");
             }
         }
         buf.truncate(got);
