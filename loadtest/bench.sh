@@ -96,6 +96,10 @@ step "sequential write, ${dd_mib} MiB, bs=1M, bypassing the page cache (oflag=di
 dd_direct="$(dd if=/dev/zero of="$scratch/dd.direct" bs=1M count="$dd_mib" oflag=direct 2>&1 | tail -1)"
 note "$dd_direct"
 rm -f "$scratch/dd.direct"
+step "synchronous writes: 1 MiB x 500, each fdatasync'd (oflag=dsync): one commit per request of (a)"
+dd_sync1m="$(dd if=/dev/zero of="$scratch/dd.sync1m" bs=1M count=500 oflag=dsync 2>&1 | tail -1)"
+note "$dd_sync1m"
+rm -f "$scratch/dd.sync1m"
 step "synchronous writes: 64 KiB x 500, each fdatasync'd (oflag=dsync)"
 dd_sync="$(dd if=/dev/zero of="$scratch/dd.sync" bs=64k count=500 oflag=dsync 2>&1 | tail -1)"
 note "$dd_sync"
@@ -243,11 +247,11 @@ fi
 
 # ---- report ------------------------------------------------------------------------------------
 table="$scratch/table.md"
-python3 - "$results" "$peer_name" "$quick" "$dd_seq" "$dd_direct" "$dd_sync" "$dd_sync4k" "$iperf_gbit" \
+python3 - "$results" "$peer_name" "$quick" "$dd_seq" "$dd_direct" "$dd_sync1m" "$dd_sync" "$dd_sync4k" "$iperf_gbit" \
   "$(nproc)" "$fs" "$load" >"$table" <<'EOF'
 import json, os, re, sys
 
-results, peer_name, quick, dd_seq, dd_direct, dd_sync, dd_sync4k, iperf, cores, fs, loadavg = sys.argv[1:]
+results, peer_name, quick, dd_seq, dd_direct, dd_sync1m, dd_sync, dd_sync4k, iperf, cores, fs, loadavg = sys.argv[1:]
 sides = [s for s in ("strata", "peer") if os.path.exists(f"{results}/{s}.a1.json")]
 
 def load(side, key):
@@ -336,6 +340,7 @@ print("| Machine limit | Figure |")
 print("|---|---:|")
 print(f"| Sequential write, 1 MiB blocks, one fdatasync at the end (`dd conv=fdatasync`) | {dd_rate(dd_seq)} |")
 print(f"| Sequential write, 1 MiB blocks, bypassing the page cache (`dd oflag=direct`) | {dd_rate(dd_direct)} |")
+print(f"| Synchronous 1 MiB writes (`dd oflag=dsync`), one commit per write as in (a) | {dd_rate(dd_sync1m)}, {dd_time(dd_sync1m, 500)} |")
 print(f"| Synchronous 64 KiB writes (`dd oflag=dsync`) | {dd_rate(dd_sync)}, {dd_time(dd_sync, 500)} |")
 print(f"| Synchronous 4 KiB writes (`dd oflag=dsync`) | {dd_rate(dd_sync4k)}, {dd_time(dd_sync4k, 500)} |")
 print(f"| Loopback TCP, one stream (`iperf3 -t 5`) | {iperf + ' Gbit/s' if iperf else 'not measured (iperf3 unavailable)'} |")
