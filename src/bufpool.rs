@@ -46,6 +46,26 @@ fn class_for(len: usize) -> Option<usize> {
 
 /// An empty buffer with room for at least `len` bytes, reused when one is free.
 pub fn take(len: usize) -> Vec<u8> {
+    let mut buf = reuse(len);
+    buf.clear();
+    buf
+}
+
+/// A buffer of exactly `len` bytes to be overwritten (a read's destination). A reused buffer
+/// keeps whatever its last user left in it, so only bytes it never held are zeroed; the
+/// caller must overwrite or cut off every byte before it lets the contents out.
+pub fn take_filled(len: usize) -> Vec<u8> {
+    let mut buf = reuse(len);
+    if buf.len() >= len {
+        buf.truncate(len);
+    } else {
+        buf.resize(len, 0);
+    }
+    buf
+}
+
+/// A pooled buffer of `len`'s class as its last user left it, or a new empty one.
+fn reuse(len: usize) -> Vec<u8> {
     if len < 1 << MIN_SHIFT {
         return Vec::with_capacity(len);
     }
@@ -61,8 +81,9 @@ pub fn take(len: usize) -> Vec<u8> {
     Vec::with_capacity(1 << (class as u32 + MIN_SHIFT))
 }
 
-/// Returns a buffer for reuse (or frees it: not a pooled size, or the pool is full).
-pub fn give(mut buf: Vec<u8>) {
+/// Returns a buffer for reuse (or frees it: not a pooled size, or the pool is full). Its
+/// contents stay, so [`take_filled`] need not zero them again.
+pub fn give(buf: Vec<u8>) {
     let cap = buf.capacity();
     if cap < 1 << MIN_SHIFT || !cap.is_power_of_two() {
         return;
@@ -74,7 +95,6 @@ pub fn give(mut buf: Vec<u8>) {
     if p.retained + cap > RETAIN_BYTES {
         return;
     }
-    buf.clear();
     p.retained += cap;
     p.free[class].push(buf);
 }
@@ -136,6 +156,15 @@ mod tests {
             "the freed buffer is handed out again"
         );
         assert!(again.is_empty());
+        // A read destination comes back at the length asked for, old bytes and all (the
+        // reader overwrites them), and zeroed only where the buffer never reached.
+        let mut filled = again;
+        filled.extend_from_slice(b"abc");
+        give(filled);
+        let filled = take_filled(len);
+        assert_eq!((filled.len(), &filled[..3]), (len, &b"abc"[..]));
+        give(filled);
+        let again = take(len);
         // Odd capacities (not from the pool) and tiny buffers are simply freed.
         give(Vec::with_capacity(100_000));
         give(Vec::with_capacity(10));

@@ -94,8 +94,7 @@ impl ReadPlan {
     /// made: the read then stops at the new end, and if even the first batch is gone it
     /// returns nothing (`next_offset` is then `first_offset`).
     pub fn read(self) -> Result<ReadSlice, LogError> {
-        let mut buf = crate::bufpool::take(self.len);
-        buf.resize(self.len, 0);
+        let mut buf = crate::bufpool::take_filled(self.len);
         let got = crate::log::pagecache::read_up_to(&self.file, &mut buf, self.pos)
             .map_err(|e| LogError::io(format!("read {}", self.path.display()), e))?;
         if self.release {
