@@ -120,6 +120,13 @@ impl PartitionLog {
             return Err(self.out_of_range(offset));
         }
         if offset >= self.log_end_offset {
+            // No data goes, but an epoch this replica began as leader without writing to it
+            // starts at the log end and must go (Kafka does the same): left in place it stays
+            // the replica's latest epoch, the leader answers every fetch with the same
+            // diverging epoch, and the truncation it asks for changes nothing, forever.
+            if self.epochs.truncate_from_end(self.log_end_offset) {
+                self.persist_epochs()?;
+            }
             return Ok(());
         }
         let old_end = self.log_end_offset;

@@ -308,6 +308,25 @@ fn replicated_producer_state_lets_the_follower_lead() {
 }
 
 #[test]
+fn truncating_at_the_log_end_drops_an_epoch_begun_without_data() {
+    // This replica led at epoch 2 and lost leadership before writing anything; the new
+    // leader's diverging epoch ends at our log end, so the truncation cuts no data but must
+    // drop epoch 2, or every later fetch would name it and be told to truncate again.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), config()).unwrap();
+    produce(&mut log, 5, 10, 1);
+    log.begin_epoch(2).unwrap();
+    assert_eq!(log.latest_epoch(), Some(2));
+    log.truncate_to(5).unwrap();
+    assert_eq!((log.log_end_offset(), log.latest_epoch()), (5, Some(1)));
+    assert_eq!(log.epoch_entries(), vec![(1, 0)]);
+    // And durably: a reopened log agrees.
+    drop(log);
+    let log = PartitionLog::open(dir.path(), config()).unwrap();
+    assert_eq!(log.epoch_entries(), vec![(1, 0)]);
+}
+
+#[test]
 fn truncate_within_across_and_at_segment_boundaries() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_segments(1, 4);
