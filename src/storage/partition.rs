@@ -632,6 +632,21 @@ impl Partition {
         st.unflushed_messages > 0 && now_ms - st.last_flush_ms >= st.config.flush_ms
     }
 
+    /// Where a read lands, under the lock; a read of data behind the page-cache window
+    /// releases what it read (see [`crate::log::pagecache`]).
+    fn plan_read(
+        &self,
+        st: &State,
+        offset: i64,
+        max_bytes: usize,
+        limit: i64,
+    ) -> Result<crate::log::partition::PlannedRead, LogError> {
+        Ok(st
+            .log
+            .plan_read(offset, max_bytes, limit)?
+            .release_behind(self.cache_window, st.log.active_extent()))
+    }
+
     /// Reads record batches from `offset`, up to `max_bytes` (at least one whole batch), never
     /// past the high watermark.
     /// The data is copied after the partition lock is released, so a large read never holds
@@ -644,10 +659,7 @@ impl Partition {
             high_watermark: hw,
             log_end: st.log.log_end_offset(),
         };
-        let planned = st
-            .log
-            .plan_read(offset, max_bytes, hw)?
-            .release_behind(self.cache_window, st.log.active_extent());
+        let planned = self.plan_read(&st, offset, max_bytes, hw)?;
         drop(st);
         Ok((planned.read()?.records, offsets))
     }
@@ -744,10 +756,7 @@ impl Partition {
             high_watermark: hw,
             log_end,
         };
-        let planned = st
-            .log
-            .plan_read(offset, max_bytes, log_end)?
-            .release_behind(self.cache_window, st.log.active_extent());
+        let planned = self.plan_read(&st, offset, max_bytes, log_end)?;
         drop(st);
         Ok((planned.read()?.records, offsets))
     }
@@ -811,10 +820,7 @@ impl Partition {
         let hw = self.high_watermark();
         let st = self.lock();
         let limit = st.log.active_base_offset().min(hw);
-        let planned = st
-            .log
-            .plan_read(offset, max_bytes, limit)?
-            .release_behind(self.cache_window, st.log.active_extent());
+        let planned = self.plan_read(&st, offset, max_bytes, limit)?;
         drop(st);
         Ok(planned.read()?.records)
     }

@@ -31,6 +31,20 @@ pub struct Batch {
     pub records: u32,
 }
 
+/// The batch length field of the batch at the front of `b` (at least `FRAME` bytes).
+fn batch_length(b: &[u8]) -> i32 {
+    i32::from_be_bytes(b[8..FRAME].try_into().expect("4 bytes"))
+}
+
+/// The lastOffsetDelta of the batch at the front of `b` (at least a header's bytes).
+fn last_offset_delta(b: &[u8]) -> i32 {
+    i32::from_be_bytes(
+        b[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+            .try_into()
+            .expect("4 bytes"),
+    )
+}
+
 /// Where the next fetch of a partition starts after `records` fetched at `offset`: past the
 /// last complete batch, read from the batch frames alone (no CRC, no decoding), so the next
 /// fetch can go out before this one is checked. A malformed frame stops the walk there; the
@@ -41,12 +55,8 @@ pub fn next_offset(records: &[u8], offset: i64) -> i64 {
     while records.len() - at >= HEADER {
         let b = &records[at..];
         let base = i64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
-        let len = i32::from_be_bytes(b[8..12].try_into().expect("4 bytes"));
-        let delta = i32::from_be_bytes(
-            b[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
-                .try_into()
-                .expect("4 bytes"),
-        );
+        let len = batch_length(b);
+        let delta = last_offset_delta(b);
         if len < (HEADER - FRAME) as i32 || delta < 0 || b.len() < FRAME + len as usize {
             break;
         }
@@ -62,7 +72,7 @@ pub fn complete_batches(records: &Bytes) -> Result<Vec<Batch>> {
     let mut at = 0usize;
     while records.len() - at >= FRAME {
         let b = &records[at..];
-        let len = i32::from_be_bytes(b[8..12].try_into().expect("4 bytes"));
+        let len = batch_length(b);
         if len < (HEADER - FRAME) as i32 {
             bail!("record batch at byte {at} declares {len} bytes, less than a batch header");
         }
@@ -80,11 +90,7 @@ pub fn complete_batches(records: &Bytes) -> Result<Vec<Batch>> {
         let info = RecordBatchDecoder::decode_batch_info(&mut data.clone())
             .with_context(|| format!("record batch at byte {at}"))?;
         let info = info.first().context("empty batch info")?;
-        let delta = i32::from_be_bytes(
-            b[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
-                .try_into()
-                .expect("4 bytes"),
-        );
+        let delta = last_offset_delta(b);
         if info.record_count < 0 || delta < 0 {
             bail!(
                 "record batch at offset {} has a negative count or delta",

@@ -95,7 +95,7 @@ impl ReadPlan {
     /// returns nothing (`next_offset` is then `first_offset`).
     pub fn read(self) -> Result<ReadSlice, LogError> {
         let mut buf = crate::bufpool::take_filled(self.len);
-        let got = crate::log::pagecache::read_up_to(&self.file, &mut buf, self.pos)
+        let got = read_up_to(&self.file, &mut buf, self.pos)
             .map_err(|e| LogError::io(format!("read {}", self.path.display()), e))?;
         if self.release {
             // A reader behind the window: drop what it read, and have the disk fetch its
@@ -129,6 +129,20 @@ impl ReadPlan {
             next_offset,
         })
     }
+}
+
+/// Reads into `buf` from `pos` until it is full or the file ends; returns the bytes read.
+fn read_up_to(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], pos + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 pub struct Segment {
