@@ -86,7 +86,18 @@ struct Broker {
 }
 
 impl Broker {
+    /// Picks a free port and starts there; a port taken between picking and listening (a
+    /// concurrent test's connection or listener) is retried on another one.
     fn start() -> Broker {
+        for _ in 0..5 {
+            if let Some(broker) = Broker::start_on_free_port() {
+                return broker;
+            }
+        }
+        panic!("strata found no free port in 5 attempts");
+    }
+
+    fn start_on_free_port() -> Option<Broker> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -106,9 +117,22 @@ impl Broker {
             .expect("starting strata");
         let mut broker = Broker { child, addr, dir };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(&broker.addr).is_err() {
+        loop {
+            // Checked before every connect, and once more after one succeeds: something else
+            // may hold the port, and then the broker exits.
             if let Some(status) = broker.child.try_wait().expect("broker status") {
-                panic!("strata exited at start ({status}):\n{}", broker.log());
+                let log = broker.log();
+                if log.contains("Address already in use") {
+                    return None;
+                }
+                panic!("strata exited at start ({status}):\n{log}");
+            }
+            if TcpStream::connect(&broker.addr).is_ok() {
+                std::thread::sleep(Duration::from_millis(200));
+                if broker.child.try_wait().expect("broker status").is_none() {
+                    return Some(broker);
+                }
+                continue;
             }
             assert!(
                 Instant::now() < deadline,
@@ -117,7 +141,6 @@ impl Broker {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        broker
     }
 
     fn log(&self) -> String {
