@@ -20,9 +20,11 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 
 use super::error::ServeError;
+use super::splice::Marker;
 use super::{ApiError, Ctx, Reply};
 use crate::broker::Broker;
-use crate::log::LogError;
+use crate::log::{FileRegion, LogError};
+use crate::storage::Fetched;
 
 /// Longest long-poll the broker will hold a fetch, whatever the client asks.
 const MAX_WAIT_CAP_MS: i32 = 30_000;
@@ -44,28 +46,47 @@ pub async fn handle(broker: &Arc<Broker>, ctx: &Ctx, req: FetchRequest) -> Resul
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         changes.borrow_and_update();
-        let (mut responses, bytes, errors, remote) = read_all(broker, ctx, &req, replica);
-        if !remote.is_empty() {
+        let mut pass = read_all(broker, ctx, &req, replica);
+        if !pass.remote.is_empty() {
             let remote_wait = Duration::from_millis(broker.config.tiering.remote_fetch_max_wait_ms);
             let remote_deadline = deadline.max(tokio::time::Instant::now() + remote_wait);
-            read_remote(broker, &mut responses, remote, remote_deadline).await;
-            return ctx.reply(&FetchResponse::default().with_responses(responses));
+            let remote = std::mem::take(&mut pass.remote);
+            read_remote(broker, &mut pass.responses, remote, remote_deadline).await;
+            return answer(ctx, pass);
         }
-        let done = bytes >= req.min_bytes.max(0) as usize
-            || errors
+        let done = pass.bytes >= req.min_bytes.max(0) as usize
+            || pass.errors
             || tokio::time::Instant::now() >= deadline;
         if done {
-            return ctx.reply(&FetchResponse::default().with_responses(responses));
+            return answer(ctx, pass);
         }
         // Wait for new data anywhere, then re-read: cheap, and correct under any interleaving.
         if tokio::time::timeout_at(deadline, changes.changed())
             .await
             .is_err()
         {
-            let (responses, _, _, _) = read_all(broker, ctx, &req, replica);
-            return ctx.reply(&FetchResponse::default().with_responses(responses));
+            return answer(ctx, read_all(broker, ctx, &req, replica));
         }
     }
+}
+
+/// The response to a pass over the request's partitions.
+fn answer(ctx: &Ctx, pass: Pass) -> Result<Reply, ApiError> {
+    let resp = FetchResponse::default().with_responses(pass.responses);
+    ctx.reply_spliced(&resp, ctx.version >= 12, pass.regions)
+}
+
+/// One pass over every requested partition.
+struct Pass {
+    responses: Vec<FetchableTopicResponse>,
+    /// Record bytes in the responses.
+    bytes: usize,
+    /// Some partition answered with an error.
+    errors: bool,
+    /// Partitions to read from the object store.
+    remote: Vec<RemoteRead>,
+    /// Record sets sent from the segment files, each standing in the responses as its marker.
+    regions: Vec<(Marker, FileRegion)>,
 }
 
 /// A partition of the request to be read from the object store.
@@ -120,15 +141,11 @@ async fn read_remote(
     }
 }
 
-/// One pass over every requested partition: (responses, record bytes, any error, reads to
-/// do from the object store).
-fn read_all(
-    broker: &Broker,
-    ctx: &Ctx,
-    req: &FetchRequest,
-    replica: i32,
-) -> (Vec<FetchableTopicResponse>, usize, bool, Vec<RemoteRead>) {
+/// One pass over every requested partition. Consumers' record sets are sent from the
+/// segment files where they can be (see [`super::splice`]); followers' are read.
+fn read_all(broker: &Broker, ctx: &Ctx, req: &FetchRequest, replica: i32) -> Pass {
     let mut remote_reads = Vec::new();
+    let mut regions = Vec::new();
     let mut remaining = req.max_bytes.max(0) as usize;
     let mut total = 0usize;
     let mut any_error = false;
@@ -220,10 +237,10 @@ fn read_all(
                     limit = (p.partition_max_bytes.max(0) as usize)
                         .min(remaining.max(if total == 0 { 1 } else { 0 }));
                     if limit == 0 {
-                        Ok((Bytes::new(), partition.offsets()))
+                        Ok((Fetched::Read(Bytes::new()), partition.offsets()))
                     } else {
                         partition
-                            .read(p.fetch_offset, limit)
+                            .read_for_send(p.fetch_offset, limit)
                             .map_err(ServeError::from)
                     }
                 } else if name.is_none() {
@@ -277,14 +294,22 @@ fn read_all(
                         max_bytes: limit,
                     });
                 }
-                Ok((bytes, offsets)) => {
-                    total += bytes.len();
-                    remaining = remaining.saturating_sub(bytes.len());
+                Ok((fetched, offsets)) => {
+                    total += fetched.size();
+                    remaining = remaining.saturating_sub(fetched.size());
+                    let records = match fetched {
+                        Fetched::Read(bytes) => bytes,
+                        Fetched::Region(region) => {
+                            let marker = Marker::random();
+                            regions.push((marker, region));
+                            marker.records()
+                        }
+                    };
                     data = data
                         .with_high_watermark(offsets.high_watermark)
                         .with_last_stable_offset(offsets.high_watermark)
                         .with_log_start_offset(crate::tier::log_start(remote, offsets.log_start))
-                        .with_records(Some(bytes));
+                        .with_records(Some(records));
                 }
                 Err(e) => {
                     any_error = true;
@@ -311,7 +336,13 @@ fn read_all(
         }
         out.push(resp);
     }
-    (out, total, any_error, remote_reads)
+    Pass {
+        responses: out,
+        bytes: total,
+        errors: any_error,
+        remote: remote_reads,
+        regions,
+    }
 }
 
 /// What a follower's fetch of one partition gets: records, offsets, and where its log

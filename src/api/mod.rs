@@ -18,6 +18,7 @@ mod offsets;
 mod produce;
 mod producer_ids;
 mod reassign;
+pub mod splice;
 mod topics;
 pub mod versions;
 
@@ -39,6 +40,9 @@ pub use error::error_code;
 pub enum Reply {
     /// The encoded response frame.
     Now(Bytes),
+    /// A response frame sent in pieces: encoded bytes and ranges of segment files sent as
+    /// they are (a Fetch; see [`splice`]).
+    Spliced(Vec<splice::Chunk>),
     /// A response that completes later (a write waiting for its fsync); sent in order.
     Later(Pin<Box<dyn Future<Output = Bytes> + Send>>),
     /// No response at all (Produce with acks=0).
@@ -90,6 +94,28 @@ impl Ctx {
 
     pub fn reply<R: Encodable + HeaderVersion>(&self, resp: &R) -> Result<Reply, ApiError> {
         self.encode(resp).map(Reply::Now)
+    }
+
+    /// [`Ctx::reply`] for a response whose record sets include file ranges, each standing in
+    /// the response as its marker (see [`splice`]). `flexible`: the version encodes record
+    /// sets as compact bytes.
+    pub fn reply_spliced<R: Encodable + HeaderVersion>(
+        &self,
+        resp: &R,
+        flexible: bool,
+        regions: Vec<(splice::Marker, crate::log::FileRegion)>,
+    ) -> Result<Reply, ApiError> {
+        let frame = self.encode(resp)?;
+        if regions.is_empty() {
+            return Ok(Reply::Now(frame));
+        }
+        splice::splice(&frame, flexible, regions)
+            .map(Reply::Spliced)
+            .map_err(|e| ApiError::Encode {
+                api: self.api,
+                version: self.version,
+                source: anyhow::anyhow!(e),
+            })
     }
 }
 

@@ -42,7 +42,7 @@ use std::path::PathBuf;
 pub use batch::{patch_batch, validate_produce_batches, BatchHeader, BatchInfo, BatchIter};
 pub use partition::{partition_dir, AppendResult, PartitionLog, PlannedRead, ReadResult};
 pub use policy::{retention_plan, should_roll, RollInput, SegmentSummary};
-pub use segment::{ReadPlan, ReadSlice, Segment};
+pub use segment::{FileRegion, ReadPlan, ReadSlice, Segment};
 
 /// Everything that can go wrong in the log. Variants split into client errors (the produce
 /// request was bad, or asked for an offset we do not have) and storage errors (the disk or

@@ -18,8 +18,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::frame::frame_size;
+use crate::api::splice::Chunk;
 use crate::api::{self, Reply};
 use crate::broker::Broker;
+use crate::log::FileRegion;
 
 struct Outgoing {
     reply: Reply,
@@ -103,15 +105,77 @@ async fn read_loop(
 
 async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>, peer: SocketAddr) {
     while let Some(out) = rx.recv().await {
-        let bytes = match out.reply {
-            Reply::Now(bytes) => bytes,
-            Reply::Later(fut) => fut.await,
+        let sent = match out.reply {
+            Reply::Now(bytes) => wr.write_all(&bytes).await,
+            Reply::Later(fut) => wr.write_all(&fut.await).await,
+            Reply::Spliced(chunks) => write_chunks(&mut wr, chunks).await,
             Reply::Nothing => continue,
         };
-        if let Err(e) = wr.write_all(&bytes).await {
+        if let Err(e) = sent {
             tracing::debug!(%peer, error = %e, "write failed; dropping connection");
             return;
         }
     }
     let _ = wr.shutdown().await;
+}
+
+/// Writes a response frame made of encoded pieces and segment file ranges (see
+/// [`crate::api::splice`]).
+async fn write_chunks(wr: &mut OwnedWriteHalf, chunks: Vec<Chunk>) -> std::io::Result<()> {
+    for chunk in chunks {
+        match chunk {
+            Chunk::Bytes(bytes) => wr.write_all(&bytes).await?,
+            Chunk::File(region) => {
+                send_file(wr, &region).await?;
+                region.sent();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends a file range on the socket straight from the page cache (`sendfile`), waiting for
+/// room in the socket buffer as `write_all` does. A range that ends early (a follower cut
+/// the segment since the fetch was planned) cannot complete the frame already announced,
+/// so it fails the connection; the client reconnects and fetches again.
+#[cfg(target_os = "linux")]
+async fn send_file(wr: &OwnedWriteHalf, region: &FileRegion) -> std::io::Result<()> {
+    use tokio::io::Interest;
+    let stream: &TcpStream = wr.as_ref();
+    let mut pos = region.pos;
+    let end = region.pos + region.len as u64;
+    while pos < end {
+        stream.writable().await?;
+        let want = (end - pos) as usize;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(stream, &*region.file, Some(&mut pos), want)
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(0) => return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} ends before byte {end} of a fetch response (truncated since it was read)",
+                    region.path().display()
+                ),
+            )),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Elsewhere: the range is read, then written.
+#[cfg(not(target_os = "linux"))]
+async fn send_file(wr: &mut OwnedWriteHalf, region: &FileRegion) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; region.len];
+    region.file.read_exact_at(&mut buf, region.pos)?;
+    wr.write_all(&buf).await
 }

@@ -10,7 +10,9 @@ pub mod metrics;
 mod partition;
 
 pub use flusher::{FlushResult, Flusher};
-pub use partition::{Appended, FollowerProgress, Offsets, Partition, ReplicationWait, Role};
+pub use partition::{
+    Appended, Fetched, FollowerProgress, Offsets, Partition, ReplicationWait, Role,
+};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

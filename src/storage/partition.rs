@@ -144,6 +144,24 @@ pub enum ReplicationWait {
     TimedOut,
 }
 
+/// A consumer's fetch of one partition: records read into memory, or a range of a segment
+/// file to send as it is.
+#[derive(Debug)]
+pub enum Fetched {
+    Read(Bytes),
+    Region(crate::log::FileRegion),
+}
+
+impl Fetched {
+    /// Record bytes this answers with.
+    pub fn size(&self) -> usize {
+        match self {
+            Fetched::Read(b) => b.len(),
+            Fetched::Region(r) => r.len,
+        }
+    }
+}
+
 /// Offsets of a partition at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Offsets {
@@ -662,6 +680,31 @@ impl Partition {
         let planned = self.plan_read(&st, offset, max_bytes, hw)?;
         drop(st);
         Ok((planned.read()?.records, offsets))
+    }
+
+    /// [`Partition::read`] for a consumer's fetch, as a range of the segment file to send
+    /// unread when it can be ([`crate::log::FileRegion`]): all of it below the high
+    /// watermark. Otherwise (the high watermark inside the range) the data read and cut.
+    pub fn read_for_send(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(Fetched, Offsets), LogError> {
+        let hw = self.high_watermark();
+        let st = self.lock();
+        let offsets = Offsets {
+            log_start: st.log.log_start_offset(),
+            high_watermark: hw,
+            log_end: st.log.log_end_offset(),
+        };
+        let planned = self.plan_read(&st, offset, max_bytes, hw)?;
+        drop(st);
+        let fetched = match planned.into_region() {
+            Ok(None) => Fetched::Read(Bytes::new()),
+            Ok(Some(region)) => Fetched::Region(region),
+            Err(planned) => Fetched::Read(planned.read()?.records),
+        };
+        Ok((fetched, offsets))
     }
 
     /// The epoch of the newest batch held (a follower's `last_fetched_epoch`).

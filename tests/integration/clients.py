@@ -225,12 +225,12 @@ def kp_producer(bootstrap: str, **overrides):
 
 
 def kp_consume_all(bootstrap: str, topic: str, partitions, expected: int | None = None,
-                   timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Record]:
+                   timeout_s: float = DEFAULT_TIMEOUT_S, **conf) -> list[Record]:
     """kafka-python: assign, seek to beginning, read up to the end offsets found first."""
     from kafka import KafkaConsumer
     from kafka import TopicPartition as KTP
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                      auto_offset_reset="earliest", request_timeout_ms=30000)
+                      auto_offset_reset="earliest", request_timeout_ms=30000, **conf)
     try:
         tps = [KTP(topic, p) for p in partitions]
         c.assign(tps)

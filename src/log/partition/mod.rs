@@ -94,6 +94,21 @@ impl PlannedRead {
         self
     }
 
+    /// The located range to send unread (see [`ReadPlan::into_region`]): `Ok(None)` when
+    /// there is nothing to read, the plan back when it must be read.
+    ///
+    /// [`ReadPlan::into_region`]: super::segment::ReadPlan::into_region
+    pub fn into_region(mut self) -> Result<Option<super::segment::FileRegion>, Self> {
+        match self.plan.take().map(|p| p.into_region()) {
+            None => Ok(None),
+            Some(Ok(region)) => Ok(Some(region)),
+            Some(Err(plan)) => {
+                self.plan = Some(plan);
+                Err(self)
+            }
+        }
+    }
+
     pub fn read(self) -> Result<ReadResult, LogError> {
         let mut result = ReadResult {
             records: Bytes::new(),

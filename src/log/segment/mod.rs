@@ -77,9 +77,75 @@ pub struct ReadPlan {
     segment: i64,
     /// Drop what was read from the page cache afterwards (see [`crate::log::pagecache`]).
     release: bool,
+    /// Every batch the plan starts lies below its offset limit: the range may be sent as it
+    /// is (see [`ReadPlan::into_region`]).
+    below_limit: bool,
+}
+
+/// A range of a segment file to be sent to a client as it is on disk, never read into the
+/// broker's memory (the socket takes it from the page cache: `sendfile`). The range starts at
+/// a batch; the last batch may be cut short by the fetch's size limit, as in Kafka's own
+/// fetch responses, and clients leave such a partial batch for their next fetch.
+#[derive(Debug)]
+pub struct FileRegion {
+    pub file: Arc<File>,
+    pub pos: u64,
+    pub len: usize,
+    path: PathBuf,
+    release: bool,
+}
+
+impl FileRegion {
+    /// The segment file the range is in, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Once the range is sent: a reader behind the page-cache window drops it from the
+    /// cache, as a copied read does (pages the socket still holds stay until it lets go).
+    pub fn sent(&self) {
+        if self.release {
+            // From the start of the previous fetch of a reader going forward: pages the
+            // socket held when that one was sent could not be dropped then.
+            let from = self.pos.saturating_sub(self.len as u64);
+            let end = self.pos + self.len as u64;
+            if let Err(e) = crate::log::pagecache::release(&self.file, from, end) {
+                tracing::debug!(path = %self.path.display(), error = %e, "page cache advice");
+            }
+        }
+    }
+}
+
+/// A region of `file` that is not behind the page-cache window (tests of its senders).
+#[cfg(test)]
+pub fn test_region(file: Arc<File>, pos: u64, len: usize) -> FileRegion {
+    FileRegion {
+        file,
+        pos,
+        len,
+        path: PathBuf::from("test"),
+        release: false,
+    }
 }
 
 impl ReadPlan {
+    /// The plan as a range to send unread, when all of it may go to a client: every batch
+    /// in it below the offset limit (the high watermark). Otherwise the plan back, to be read
+    /// and cut at the limit ([`ReadPlan::read`]). A reader behind the page-cache window also
+    /// has the disk read this range and the next one ahead of the send.
+    pub fn into_region(self) -> Result<FileRegion, ReadPlan> {
+        if !self.below_limit {
+            return Err(self);
+        }
+        Ok(FileRegion {
+            file: self.file,
+            pos: self.pos,
+            len: self.len,
+            path: self.path,
+            release: self.release,
+        })
+    }
+
     /// Releases the data read from the page cache afterwards when it lies more than `window`
     /// bytes behind the end of the active segment (`active`: its base offset and size), or in
     /// an older segment. `window` 0 never releases.
@@ -98,13 +164,9 @@ impl ReadPlan {
         let got = read_up_to(&self.file, &mut buf, self.pos)
             .map_err(|e| LogError::io(format!("read {}", self.path.display()), e))?;
         if self.release {
-            // A reader behind the window: drop what it read, and have the disk fetch its
-            // likely next read while this one is sent.
+            // A reader behind the window: drop what it read.
             let end = self.pos + got as u64;
-            let next = end + self.len as u64;
-            let advice = crate::log::pagecache::release(&self.file, self.pos, end)
-                .and_then(|()| crate::log::pagecache::prefetch(&self.file, end, next));
-            if let Err(e) = advice {
+            if let Err(e) = crate::log::pagecache::release(&self.file, self.pos, end) {
                 tracing::debug!(path = %self.path.display(), error = %e, "page cache advice");
             }
         }
@@ -350,6 +412,7 @@ impl Segment {
             max_offset_exclusive,
             segment: self.base_offset,
             release: false,
+            below_limit: max_offset_exclusive >= self.next_offset,
         }))
     }
 

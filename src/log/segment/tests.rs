@@ -67,6 +67,44 @@ fn read_limits_to_whole_batches_but_always_one() {
 }
 
 #[test]
+fn only_ranges_wholly_below_the_limit_are_sent_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seg = Segment::create(dir.path(), 0, 4096, 0).unwrap();
+    let batches = append(&mut seg, &[(1, 1000, 1), (2, 1000, 1), (1, 1000, 1)]);
+    let whole: usize = batches.iter().map(|b| b.len()).sum();
+    // The limit (high watermark) at or past the segment's end: the range as located, the
+    // last batch cut short by max_bytes as Kafka's fetch responses may be.
+    let cut = batches[0].len() + batches[1].len() / 2;
+    let region = seg
+        .plan_read(0, cut, 4)
+        .unwrap()
+        .unwrap()
+        .into_region()
+        .unwrap();
+    assert_eq!((region.pos, region.len), (0, cut));
+    let region = seg
+        .plan_read(1, 1 << 20, 10)
+        .unwrap()
+        .unwrap()
+        .into_region()
+        .unwrap();
+    assert_eq!(
+        (region.pos, region.len),
+        (batches[0].len() as u64, whole - batches[0].len())
+    );
+    let mut sent = vec![0; region.len];
+    std::os::unix::fs::FileExt::read_exact_at(&*region.file, &mut sent, region.pos).unwrap();
+    assert_eq!(sent, [&batches[1][..], &batches[2][..]].concat());
+    // The limit inside the segment: the plan comes back to be read and cut at the limit.
+    let plan = seg.plan_read(0, 1 << 20, 3).unwrap().unwrap();
+    let plan = plan.into_region().unwrap_err();
+    assert_eq!(
+        plan.read().unwrap().bytes.len(),
+        batches[0].len() + batches[1].len()
+    );
+}
+
+#[test]
 fn sparse_index_is_used_and_correct() {
     let dir = tempfile::tempdir().unwrap();
     let mut seg = Segment::create(dir.path(), 0, 0, 0).unwrap();
