@@ -8,7 +8,7 @@
 
 pub mod api;
 pub mod broker;
-pub mod bufpool;
+pub use bufpool;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;

@@ -206,7 +206,12 @@ mod tests {
             &response(12, &[Some(Bytes::from_static(b"abc"))]),
         )
         .unwrap();
-        let err = splice(&frame, true, vec![(Marker::random(), test_region(file, 0, 4))]).unwrap_err();
+        let err = splice(
+            &frame,
+            true,
+            vec![(Marker::random(), test_region(file, 0, 4))],
+        )
+        .unwrap_err();
         assert!(err.contains("missing"), "{err}");
     }
 

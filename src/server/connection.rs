@@ -152,13 +152,15 @@ async fn send_file(wr: &OwnedWriteHalf, region: &FileRegion) -> std::io::Result<
                 .map_err(std::io::Error::from)
         });
         match sent {
-            Ok(0) => return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!(
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
                     "{} ends before byte {end} of a fetch response (truncated since it was read)",
                     region.path().display()
                 ),
-            )),
+                ))
+            }
             Ok(_) => {}
             Err(e)
                 if matches!(

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -185,12 +185,12 @@ impl Connection {
             .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
         let header_version = R::header_version(version);
         let size = header.compute_size(header_version)? + req.compute_size(version)?;
-        let mut buf = BytesMut::with_capacity(4 + size);
+        let mut buf = bufpool::take(4 + size);
         buf.put_i32(size as i32);
         header.encode(&mut buf, header_version)?;
         req.encode(&mut buf, version)?;
         debug_assert_eq!(buf.len(), 4 + size);
-        Ok(buf.freeze())
+        Ok(bufpool::freeze(buf))
     }
 
     /// Sends `req` at `version`; waits only for an in-flight slot, not for the response.
@@ -342,12 +342,12 @@ async fn read_frame(read: &mut BufReader<OwnedReadHalf>) -> Result<Bytes> {
         bail!("response size {size} out of range");
     }
     let size = size as usize;
-    let mut buf = BytesMut::with_capacity(size);
+    let mut buf = bufpool::take(size);
     let mut limited = read.take(size as u64);
     while buf.len() < size {
         if limited.read_buf(&mut buf).await? == 0 {
             bail!("connection closed mid-response");
         }
     }
-    Ok(buf.freeze())
+    Ok(bufpool::freeze(buf))
 }

@@ -10,7 +10,7 @@
 //! non-decreasing (they are the order records were appended).
 
 use anyhow::{Context, Result};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -171,7 +171,7 @@ pub fn encode(
         value: Some(v.clone()),
         headers: IndexMap::new(),
     }));
-    let mut buf = BytesMut::with_capacity(batch.encoded_bytes);
+    let mut buf = bufpool::take(batch.encoded_bytes);
     let options = RecordEncodeOptions {
         version: 2,
         compression,
@@ -179,7 +179,7 @@ pub fn encode(
     RecordBatchEncoder::encode(&mut buf, scratch.iter(), &options)
         .with_context(|| format!("encoding a batch of {} records", batch.records()))?;
     scratch.clear();
-    Ok(buf.freeze())
+    Ok(bufpool::freeze(buf))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Large buffers are reused rather than freed: request bodies, produce scratch copies, fetch
-//! reads and encoded responses.
+//! Large buffers are reused rather than freed: the broker's request bodies, produce scratch
+//! copies, fetch reads and encoded responses, and the load tool's batches, frames and responses.
 //!
 //! The allocator hands buffers of a MiB or more straight back to the OS when they are freed
 //! (glibc maps them on their own), so every such request would otherwise touch new pages:
