@@ -40,7 +40,7 @@ pub(crate) mod testutil;
 use std::path::PathBuf;
 
 pub use batch::{patch_batch, validate_produce_batches, BatchHeader, BatchInfo, BatchIter};
-pub use partition::{partition_dir, AppendResult, PartitionLog, PlannedRead, ReadResult};
+pub use partition::{partition_dir, AppendResult, PartitionLog, PlannedRead, ReadResult, Retired};
 pub use policy::{retention_plan, should_roll, RollInput, SegmentSummary};
 pub use segment::{FileRegion, ReadPlan, ReadSlice, Segment};
 

@@ -848,7 +848,10 @@ impl Partition {
                 log_end: hw,
             });
         }
-        st.log.delete_records_before(target)
+        let (start, retired) = st.log.retire_records_before(target)?;
+        drop(st);
+        retired.delete()?;
+        Ok(start)
     }
 
     /// Forgets idempotent producers idle past `producer_id_expiration_ms`; returns how many.
@@ -885,15 +888,25 @@ impl Partition {
             st.config.local_retention_bytes,
         );
         let bound = self.high_watermark().min(uploaded_end);
-        st.log.apply_retention(now_ms, ms, bytes, bound)
+        let retired = st.log.retire_by_retention(now_ms, ms, bytes, bound)?;
+        drop(st);
+        let n = retired.segments();
+        retired.delete()?;
+        Ok(n)
     }
 
     /// Deletes whole segments past `retention.ms` / `retention.bytes`.
+    /// The files go after the partition lock is released (see [`crate::log::Retired`]).
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         let mut st = self.lock();
         let (ms, bytes) = (st.config.retention_ms, st.config.retention_bytes);
-        st.log
-            .apply_retention(now_ms, ms, bytes, self.high_watermark())
+        let retired = st
+            .log
+            .retire_by_retention(now_ms, ms, bytes, self.high_watermark())?;
+        drop(st);
+        let n = retired.segments();
+        retired.delete()?;
+        Ok(n)
     }
 
     pub fn size_bytes(&self) -> u64 {

@@ -33,6 +33,7 @@ mod open;
 mod producers;
 mod replica;
 mod retention;
+pub use retention::Retired;
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -12,7 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::PartitionLog;
 use crate::log::checkpoint;
-use crate::log::segment::{parse_file_name, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::log::segment::{
+    parse_file_name, Segment, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
 use crate::log::{LogConfig, LogError};
 
 pub(super) fn wall_clock_ms() -> i64 {
@@ -32,7 +34,7 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        if name.ends_with(checkpoint::TEMP_SUFFIX) {
+        if name.ends_with(checkpoint::TEMP_SUFFIX) || name.ends_with(DELETED_SUFFIX) {
             remove_leftover(&path)?;
             continue;
         }

@@ -315,6 +315,52 @@ fn retention_deletes_old_segments_but_not_the_active_one() {
 }
 
 #[test]
+fn retired_segments_leave_the_log_at_once_and_their_files_when_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = batch_of(1, 100, 0).len() as u64;
+    let cfg = LogConfig {
+        segment_bytes: probe * 2,
+        ..config()
+    };
+    let mut log = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
+    for ts in [10, 20, 30, 40, 50] {
+        produce(&mut log, 1, 100, ts);
+    }
+    let files = |suffix: &str| {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(suffix))
+            .collect();
+        names.sort();
+        names
+    };
+    let retired = log.retire_by_retention(1_000, 0, -1, i64::MAX).unwrap();
+    assert_eq!(retired.segments(), 2);
+    assert_eq!((log.segment_count(), log.log_start_offset()), (1, 4));
+    assert_eq!(read_everything(&log), vec![4]);
+    // Renamed, not yet gone: the log files, each with its index files.
+    assert_eq!(files(".log.deleted").len(), 2);
+    assert_eq!(files(".deleted").len(), 6);
+    retired.delete().unwrap();
+    assert!(files(".deleted").is_empty());
+    assert_eq!(files(".log").len(), 1);
+
+    // Files retired but never deleted (a crash in between) are swept when the log opens.
+    produce(&mut log, 1, 100, 60);
+    produce(&mut log, 1, 100, 70);
+    let (start, retired) = log.retire_records_before(6).unwrap();
+    assert_eq!((start, retired.segments()), (6, 1));
+    assert_eq!(files(".log.deleted").len(), 1);
+    drop(retired);
+    drop(log);
+    let log = PartitionLog::open(dir.path(), cfg).unwrap();
+    assert!(files(".deleted").is_empty());
+    assert_eq!(log.log_start_offset(), 6);
+    assert_eq!(read_everything(&log), vec![6]);
+}
+
+#[test]
 fn finds_offsets_by_timestamp_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let probe = batch_of(1, 100, 0).len() as u64;

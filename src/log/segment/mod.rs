@@ -39,6 +39,23 @@ const HEADER_WINDOW_BYTES: u64 = 16 * 1024;
 pub const LOG_SUFFIX: &str = "log";
 pub const INDEX_SUFFIX: &str = "index";
 pub const TIME_INDEX_SUFFIX: &str = "timeindex";
+/// Appended to the names of a retired segment's files until they are removed.
+pub const DELETED_SUFFIX: &str = ".deleted";
+
+/// Unlinks files of retired segments ([`Segment::retire`]); all are tried, the first error
+/// is returned.
+pub fn remove_retired(files: &[PathBuf]) -> Result<(), LogError> {
+    let mut first_error = None;
+    for path in files {
+        if let Err(e) = std::fs::remove_file(path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), error = %e, "failed to delete segment file");
+                first_error.get_or_insert(LogError::io(format!("delete {}", path.display()), e));
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
 
 /// `<base_offset:020>.<suffix>`, the name Kafka gives segment files.
 pub fn file_name(base_offset: i64, suffix: &str) -> String {
@@ -502,6 +519,29 @@ impl Segment {
             .persist(&self.time_index_path, true)
             .map_err(|e| LogError::io(ctx(&self.time_index_path), e))?;
         self.flush()
+    }
+
+    /// Takes the segment's files out of the log by renaming them `<name>.deleted`, which is
+    /// quick whatever their size; returns the new paths, for [`remove_retired`] to unlink
+    /// later. The log goes first: leftover index files without a log, and `.deleted` files,
+    /// are swept up when the partition is next opened.
+    pub fn retire(self) -> Result<Vec<PathBuf>, LogError> {
+        let mut retired = Vec::with_capacity(3);
+        for (i, path) in [&self.log_path, &self.index_path, &self.time_index_path]
+            .into_iter()
+            .enumerate()
+        {
+            let mut to = path.clone().into_os_string();
+            to.push(DELETED_SUFFIX);
+            let to = PathBuf::from(to);
+            match std::fs::rename(path, &to) {
+                Ok(()) => retired.push(to),
+                // Index files are written when a segment is sealed; the log always exists.
+                Err(e) if i > 0 && e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io(format!("retire {}", path.display()), e)),
+            }
+        }
+        Ok(retired)
     }
 
     /// Removes the segment's files. The log goes first: leftover index files without a
