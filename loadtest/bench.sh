@@ -2,7 +2,7 @@
 # Benchmarks Strata on this machine with strata-loadtest, and a peer broker too when PEER_CMD is
 # set. Prints a Markdown table of the figures and writes it into docs/BENCHMARKS.md.
 #
-#   bash loadtest/bench.sh                     # full run, ~2.5 minutes after the build
+#   bash loadtest/bench.sh                     # full run, ~6 minutes after the build
 #   QUICK=1 bash loadtest/bench.sh             # smaller sizes, ~1.5 minutes
 #   PEER_CMD='/opt/kafka/run-broker.sh $PORT' bash loadtest/bench.sh
 #
@@ -10,7 +10,8 @@
 # strata-loadtest, a fresh broker, then the workloads:
 #   (a) 1 producer, 1 KiB records, 1 partition, unthrottled: acks=1 and acks=all
 #   (b) 4 producers, 100-byte records, 12 partitions, unthrottled, acks=1
-#   (c) consume 2 GiB from the start of a topic
+#   (c) consume 2 GiB from the start of a topic; (c') the same on a second Strata broker with
+#       the page-cache window off (log_page_cache_window_bytes=0)
 #   (d) end-to-end latency at 50% of (a)'s acks=all rate (linger 1 ms)
 #   (e) (a) acks=all and (d) again on a topic with flush.messages=100000 (page-cache acks)
 #
