@@ -55,7 +55,13 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
 
 fn remove_leftover(path: &Path) -> Result<(), LogError> {
     tracing::info!(path = %path.display(), "removing leftover file");
-    std::fs::remove_file(path).map_err(|e| LogError::io(format!("remove {}", path.display()), e))
+    match std::fs::remove_file(path) {
+        // Retired files may be unlinked by the retention that retired them meanwhile.
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(LogError::io(format!("remove {}", path.display()), e))
+        }
+        _ => Ok(()),
+    }
 }
 
 impl PartitionLog {

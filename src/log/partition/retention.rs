@@ -122,8 +122,11 @@ impl PartitionLog {
         }
         self.delete_snapshots_of_deleted_segments();
         match first_error {
-            // What was renamed is swept on the next open.
-            Some(e) => Err(e),
+            Some(e) => {
+                // The segments that were retired go now (or on the next open).
+                let _ = remove_retired(&retired.files);
+                Err(e)
+            }
             None => Ok(retired),
         }
     }

@@ -536,9 +536,13 @@ impl Segment {
             let to = PathBuf::from(to);
             match std::fs::rename(path, &to) {
                 Ok(()) => retired.push(to),
-                // Index files are written when a segment is sealed; the log always exists.
-                Err(e) if i > 0 && e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(LogError::io(format!("retire {}", path.display()), e)),
+                Err(e) if i == 0 => {
+                    return Err(LogError::io(format!("retire {}", path.display()), e))
+                }
+                // Index files are written when a segment is sealed. One left in place once
+                // its log is renamed is swept on the next open, as an index without a log.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "retiring index file"),
             }
         }
         Ok(retired)
