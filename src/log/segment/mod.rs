@@ -148,8 +148,7 @@ pub fn test_region(file: Arc<File>, pos: u64, len: usize) -> FileRegion {
 impl ReadPlan {
     /// The plan as a range to send unread, when all of it may go to a client: every batch
     /// in it below the offset limit (the high watermark). Otherwise the plan back, to be read
-    /// and cut at the limit ([`ReadPlan::read`]). A reader behind the page-cache window also
-    /// has the disk read this range and the next one ahead of the send.
+    /// and cut at the limit ([`ReadPlan::read`]).
     pub fn into_region(self) -> Result<FileRegion, ReadPlan> {
         if !self.below_limit {
             return Err(self);
