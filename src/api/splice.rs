@@ -44,12 +44,18 @@ pub fn splice(
     flexible: bool,
     regions: Vec<(Marker, FileRegion)>,
 ) -> Result<Vec<Chunk>, String> {
+    let placeholder = length_prefix(MARKER_LEN, flexible);
+    let size = regions
+        .iter()
+        .fold(frame.len() as u64 - 4, |size, (_, region)| {
+            let prefix = length_prefix(region.len, flexible).len();
+            size - (placeholder.len() + MARKER_LEN) as u64 + (prefix + region.len) as u64
+        });
+    let size = i32::try_from(size).map_err(|_| "response larger than 2 GiB".to_string())?;
     let mut chunks = Vec::with_capacity(2 * regions.len() + 1);
     let mut piece = BytesMut::with_capacity(frame.len());
-    let mut size = frame.len() as u64 - 4;
-    piece.put_u32(0);
+    piece.put_i32(size);
     let mut at = 4;
-    let placeholder = length_prefix(MARKER_LEN, flexible);
     for (marker, region) in regions {
         let found = frame[at..]
             .windows(MARKER_LEN)
@@ -61,21 +67,13 @@ pub fn splice(
             .filter(|&p| p >= at && frame[p..found] == placeholder[..])
             .ok_or("a record set's marker is not preceded by its length")?;
         piece.extend_from_slice(&frame[at..prefix_at]);
-        let prefix = length_prefix(region.len, flexible);
-        piece.extend_from_slice(&prefix);
-        size = size - (placeholder.len() + MARKER_LEN) as u64 + (prefix.len() + region.len) as u64;
+        piece.extend_from_slice(&length_prefix(region.len, flexible));
         chunks.push(Chunk::Bytes(piece.split().freeze()));
         chunks.push(Chunk::File(region));
         at = found + MARKER_LEN;
     }
     piece.extend_from_slice(&frame[at..]);
     chunks.push(Chunk::Bytes(piece.freeze()));
-    let size = i32::try_from(size).map_err(|_| "response larger than 2 GiB".to_string())?;
-    if let Some(Chunk::Bytes(first)) = chunks.first_mut() {
-        let mut b = BytesMut::from(&first[..]);
-        b[..4].copy_from_slice(&size.to_be_bytes());
-        *first = b.freeze();
-    }
     Ok(chunks)
 }
 
@@ -127,6 +125,12 @@ mod tests {
         FetchResponse::default().with_responses(vec![topic])
     }
 
+    /// The encoded frame of a Fetch response carrying `records`.
+    fn fetch_frame(version: i16, records: &[Option<Bytes>]) -> Bytes {
+        let api = kafka_protocol::messages::ApiKey::Fetch;
+        super::super::encode_frame(api, version, 42, &response(version, records)).unwrap()
+    }
+
     /// The spliced frame, with each file region's bytes read back in.
     fn wire(chunks: &[Chunk]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -175,20 +179,8 @@ mod tests {
             }
             real.push(None);
             stand_in.push(None);
-            let expected = super::super::encode_frame(
-                kafka_protocol::messages::ApiKey::Fetch,
-                version,
-                42,
-                &response(version, &real),
-            )
-            .unwrap();
-            let frame = super::super::encode_frame(
-                kafka_protocol::messages::ApiKey::Fetch,
-                version,
-                42,
-                &response(version, &stand_in),
-            )
-            .unwrap();
+            let expected = fetch_frame(version, &real);
+            let frame = fetch_frame(version, &stand_in);
             let chunks = splice(&frame, version >= 12, regions).unwrap();
             assert_eq!(wire(&chunks), &expected[..], "fetch v{version}");
         }
@@ -199,13 +191,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("seg"), b"0123456789").unwrap();
         let file = Arc::new(std::fs::File::open(dir.path().join("seg")).unwrap());
-        let frame = super::super::encode_frame(
-            kafka_protocol::messages::ApiKey::Fetch,
-            12,
-            1,
-            &response(12, &[Some(Bytes::from_static(b"abc"))]),
-        )
-        .unwrap();
+        let frame = fetch_frame(12, &[Some(Bytes::from_static(b"abc"))]);
         let err = splice(
             &frame,
             true,

@@ -665,11 +665,14 @@ impl Partition {
             .release_behind(self.cache_window, st.log.active_extent()))
     }
 
-    /// Reads record batches from `offset`, up to `max_bytes` (at least one whole batch), never
-    /// past the high watermark.
-    /// The data is copied after the partition lock is released, so a large read never holds
-    /// up appends.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, Offsets), LogError> {
+    /// A read from `offset` up to `max_bytes`, never past the high watermark, located under
+    /// the lock, with the offsets as of then; the data is read (or sent) after the lock is
+    /// released, so a large read never holds up appends.
+    fn plan_below_high_watermark(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<(crate::log::partition::PlannedRead, Offsets), LogError> {
         let hw = self.high_watermark();
         let st = self.lock();
         let offsets = Offsets {
@@ -677,8 +680,13 @@ impl Partition {
             high_watermark: hw,
             log_end: st.log.log_end_offset(),
         };
-        let planned = self.plan_read(&st, offset, max_bytes, hw)?;
-        drop(st);
+        Ok((self.plan_read(&st, offset, max_bytes, hw)?, offsets))
+    }
+
+    /// Reads record batches from `offset`, up to `max_bytes` (at least one whole batch), never
+    /// past the high watermark.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, Offsets), LogError> {
+        let (planned, offsets) = self.plan_below_high_watermark(offset, max_bytes)?;
         Ok((planned.read()?.records, offsets))
     }
 
@@ -690,15 +698,7 @@ impl Partition {
         offset: i64,
         max_bytes: usize,
     ) -> Result<(Fetched, Offsets), LogError> {
-        let hw = self.high_watermark();
-        let st = self.lock();
-        let offsets = Offsets {
-            log_start: st.log.log_start_offset(),
-            high_watermark: hw,
-            log_end: st.log.log_end_offset(),
-        };
-        let planned = self.plan_read(&st, offset, max_bytes, hw)?;
-        drop(st);
+        let (planned, offsets) = self.plan_below_high_watermark(offset, max_bytes)?;
         let fetched = match planned.into_region() {
             Ok(None) => Fetched::Read(Bytes::new()),
             Ok(Some(region)) => Fetched::Region(region),

@@ -39,6 +39,14 @@ fn read_everything(log: &PartitionLog) -> Vec<i64> {
     }
 }
 
+/// A config whose segments roll after `batches` batches of `batch_of(1, 100, _)`.
+fn segments_of(batches: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes: batch_of(1, 100, 0).len() as u64 * batches,
+        ..config()
+    }
+}
+
 #[test]
 fn assigns_offsets_and_reads_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -143,10 +151,7 @@ fn read_bounds() {
 fn rolls_on_size_and_reopens_intact() {
     let dir = tempfile::tempdir().unwrap();
     let probe = batch_of(1, 100, 0).len() as u64;
-    let cfg = LogConfig {
-        segment_bytes: probe * 3,
-        ..config()
-    };
+    let cfg = segments_of(3);
     let mut log = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
     for i in 0..10 {
         produce(&mut log, 1, 100, i);
@@ -216,11 +221,7 @@ fn recovers_a_torn_tail_on_open() {
 #[test]
 fn rebuilds_a_corrupt_sealed_index_on_open() {
     let dir = tempfile::tempdir().unwrap();
-    let probe = batch_of(1, 100, 0).len() as u64;
-    let cfg = LogConfig {
-        segment_bytes: probe * 4,
-        ..config()
-    };
+    let cfg = segments_of(4);
     let mut log = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
     for i in 0..8 {
         produce(&mut log, 1, 100, i);
@@ -280,10 +281,7 @@ fn delete_records_moves_start_and_survives_reopen() {
 fn retention_deletes_old_segments_but_not_the_active_one() {
     let dir = tempfile::tempdir().unwrap();
     let probe = batch_of(1, 100, 0).len() as u64;
-    let cfg = LogConfig {
-        segment_bytes: probe * 2,
-        ..config()
-    };
+    let cfg = segments_of(2);
     let mut log = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
     for ts in [10, 20, 30, 40, 50, 60, 70] {
         produce(&mut log, 1, 100, ts);
@@ -317,11 +315,7 @@ fn retention_deletes_old_segments_but_not_the_active_one() {
 #[test]
 fn retired_segments_leave_the_log_at_once_and_their_files_when_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let probe = batch_of(1, 100, 0).len() as u64;
-    let cfg = LogConfig {
-        segment_bytes: probe * 2,
-        ..config()
-    };
+    let cfg = segments_of(2);
     let mut log = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
     for ts in [10, 20, 30, 40, 50] {
         produce(&mut log, 1, 100, ts);
@@ -363,11 +357,7 @@ fn retired_segments_leave_the_log_at_once_and_their_files_when_deleted() {
 #[test]
 fn finds_offsets_by_timestamp_across_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let probe = batch_of(1, 100, 0).len() as u64;
-    let cfg = LogConfig {
-        segment_bytes: probe * 2,
-        ..config()
-    };
+    let cfg = segments_of(2);
     let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
     for ts in [10, 50, 20, 30, 60, 40] {
         produce(&mut log, 1, 100, ts);
