@@ -43,6 +43,8 @@ struct State {
     pending_isr: BTreeSet<i32>,
     /// How far the active segment's page cache has been released.
     released: Released,
+    /// Durable flush policy: how far the active segment's writeback has been started.
+    written_back: WrittenBack,
 }
 
 /// This broker's part in a partition, from the metadata image.
@@ -109,6 +111,19 @@ const RELEASE_STEP: u64 = 8 << 20;
 /// Where the active segment's page cache has been released (see
 /// [`Partition::plan_release`]).
 #[derive(Debug, Clone, Copy)]
+/// Where early writeback of the active segment has reached (see [`Partition::append`]).
+struct WrittenBack {
+    /// Base offset of the segment the position refers to.
+    segment: i64,
+    /// Writeback started up to this byte (a page boundary).
+    upto: u64,
+}
+
+/// Least new data, in whole pages, worth starting writeback for.
+const WRITEBACK_STEP: u64 = 128 << 10;
+/// Page size the writeback ranges are aligned to.
+const PAGE: u64 = 4096;
+
 struct Released {
     /// Base offset of the segment the positions refer to.
     segment: i64,
@@ -243,6 +258,10 @@ impl Partition {
                     segment: i64::MIN,
                     upto: 0,
                     last_from: 0,
+                },
+                written_back: WrittenBack {
+                    segment: i64::MIN,
+                    upto: 0,
                 },
             }),
             high_watermark: AtomicI64::new(hw),
@@ -528,7 +547,9 @@ impl Partition {
         };
         let durable = st.config.durable_ack();
         let mut flush_due = false;
-        if !durable {
+        if durable {
+            self.start_writeback(&mut st);
+        } else {
             st.unflushed_messages += count;
             flush_due = st.unflushed_messages >= st.config.flush_messages;
             self.release_relaxed(&mut st);
@@ -550,6 +571,26 @@ impl Partition {
             flush_due,
             duplicate: res.duplicate,
         })
+    }
+
+    /// Durable flush policy: starts writing the whole pages appended since the last call
+    /// back to disk, so the group-commit fsync that follows (which waits for them either
+    /// way) finds them written or on their way instead of starting them itself. The pages
+    /// are queued, not waited for; a page the next append extends is left for the fsync.
+    fn start_writeback(&self, st: &mut State) {
+        let (segment, size) = st.log.active_extent();
+        let w = &mut st.written_back;
+        if w.segment != segment {
+            *w = WrittenBack { segment, upto: 0 };
+        }
+        let to = size & !(PAGE - 1);
+        if to < w.upto + WRITEBACK_STEP {
+            return;
+        }
+        let from = std::mem::replace(&mut w.upto, to);
+        if let Err(e) = st.log.start_writeback(from, to) {
+            tracing::debug!(partition = %self.name(), error = %e, "starting writeback");
+        }
     }
 
     /// The byte range of the active segment to release from the page cache: what fell more
@@ -726,7 +767,9 @@ impl Partition {
         let appended = st.log.append_replica(records, now_ms)?;
         let durable = st.config.durable_ack();
         let end = st.log.log_end_offset();
-        if !durable {
+        if durable {
+            self.start_writeback(&mut st);
+        } else {
             st.unflushed_messages += appended.last_offset - appended.first_offset + 1;
             self.release_relaxed(&mut st);
         }

@@ -420,6 +420,14 @@ impl PartitionLog {
         (active.base_offset(), active.size_bytes())
     }
 
+    /// Starts writing bytes `from..to` of the active segment back to disk (no waiting).
+    pub fn start_writeback(&self, from: u64, to: u64) -> Result<(), LogError> {
+        let active = self.active();
+        active
+            .start_writeback(from, to)
+            .map_err(|e| LogError::io(format!("writeback {}", active.log_path().display()), e))
+    }
+
     /// A handle on the active segment's file for fsyncing outside the partition lock.
     /// Sealed segments need none: rolling fsyncs them.
     pub fn flush_handle(&self) -> Result<File, LogError> {

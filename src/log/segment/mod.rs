@@ -497,6 +497,11 @@ impl Segment {
         self.log.sync_data().map_err(self.io_err("sync"))
     }
 
+    /// Starts writing bytes `from..to` of the log file back to disk (no waiting).
+    pub fn start_writeback(&self, from: u64, to: u64) -> io::Result<()> {
+        crate::log::pagecache::start_writeback(&self.log, from, to)
+    }
+
     /// A second handle on the log file, so a caller can fsync without holding the lock
     /// that guards this segment.
     pub fn sync_handle(&self) -> io::Result<File> {
