@@ -131,6 +131,7 @@ mod tests {
         let path = dir.path().join("f");
         let file = std::fs::OpenOptions::new()
             .create(true)
+            .truncate(true)
             .read(true)
             .write(true)
             .open(&path)
