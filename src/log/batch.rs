@@ -318,34 +318,52 @@ fn check_counts(header: &BatchHeader) -> Result<(), LogError> {
     Ok(())
 }
 
-/// Stamps the broker-owned fields of one whole batch (`buf` is exactly the batch): its base
-/// offset and partition leader epoch, which lie outside the CRC, and for `LogAppendTime`
-/// the timestamp-type flag and max timestamp, after which the CRC is recomputed. Returns the
-/// header as it now reads.
+/// The stored form of a batch's header: a copy of `batch`'s first [`HEADER_LEN`] bytes with
+/// its base offset and partition leader epoch set and, for `LogAppendTime` topics, the
+/// timestamp type and max timestamp replaced by the broker's clock (and the CRC recomputed,
+/// over the new header fields and the unchanged records). The records after the header are
+/// stored as they came, so an append writes this header and the rest of the request's bytes
+/// without copying them.
+pub fn patch_header(
+    batch: &[u8],
+    base_offset: i64,
+    leader_epoch: i32,
+    log_append_time: Option<i64>,
+) -> Result<([u8; HEADER_LEN], BatchHeader), LogError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.total_size() != batch.len() {
+        return Err(LogError::CorruptBatch(format!(
+            "batch claims {} bytes but the buffer holds {}",
+            header.total_size(),
+            batch.len()
+        )));
+    }
+    let mut head = [0u8; HEADER_LEN];
+    head.copy_from_slice(&batch[..HEADER_LEN]);
+    head[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_be_bytes());
+    head[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+    if let Some(ts) = log_append_time {
+        let attributes = header.attributes | TIMESTAMP_TYPE_FLAG;
+        head[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+        head[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&ts.to_be_bytes());
+        let crc =
+            crc32c::crc32c_append(crc32c::crc32c(&head[ATTRIBUTES_AT..]), &batch[HEADER_LEN..]);
+        head[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+    let patched = BatchHeader::parse(&head)?;
+    Ok((head, patched))
+}
+
+/// [`patch_header`] applied in place.
 pub fn patch_batch(
     buf: &mut [u8],
     base_offset: i64,
     leader_epoch: i32,
     log_append_time: Option<i64>,
 ) -> Result<BatchHeader, LogError> {
-    let header = BatchHeader::parse(buf)?;
-    if header.total_size() != buf.len() {
-        return Err(LogError::CorruptBatch(format!(
-            "batch claims {} bytes but the buffer holds {}",
-            header.total_size(),
-            buf.len()
-        )));
-    }
-    buf[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_be_bytes());
-    buf[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&leader_epoch.to_be_bytes());
-    if let Some(ts) = log_append_time {
-        let attributes = header.attributes | TIMESTAMP_TYPE_FLAG;
-        buf[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
-        buf[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&ts.to_be_bytes());
-        let crc = compute_crc(buf);
-        buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-    }
-    BatchHeader::parse(buf)
+    let (head, header) = patch_header(buf, base_offset, leader_epoch, log_append_time)?;
+    buf[..HEADER_LEN].copy_from_slice(&head);
+    Ok(header)
 }
 
 /// Iterates the batches of stored log bytes, yielding each header and its byte range.

@@ -527,8 +527,6 @@ impl Partition {
             check_archivable(records)?;
         }
         let started = std::time::Instant::now();
-        let mut buf = crate::bufpool::take(records.len());
-        buf.extend_from_slice(records);
         let mut st = self.lock();
         let epoch = match &st.role {
             Role::Leader { epoch, .. } => *epoch,
@@ -536,8 +534,7 @@ impl Partition {
                 return Err(LogError::NotLeader(self.name()));
             }
         };
-        let res = st.log.append(&mut buf, now_ms, epoch);
-        crate::bufpool::give(buf);
+        let res = st.log.append(records, now_ms, epoch);
         super::metrics::APPEND.record(started.elapsed());
         let res = res?;
         let count = if res.duplicate {

@@ -37,11 +37,12 @@ pub use retention::Retired;
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::batch::{patch_batch, validate_produce_batches, BatchHeader};
+use super::batch::{patch_header, validate_produce_batches, BatchHeader, HEADER_LEN};
 use super::checkpoint;
 use super::policy::{should_roll, RollInput};
 use super::producer_state::{AppendCheck, ProducerStates};
@@ -218,7 +219,7 @@ impl PartitionLog {
     /// the original (`duplicate`).
     pub fn append(
         &mut self,
-        records: &mut [u8],
+        records: &[u8],
         now_ms: i64,
         leader_epoch: i32,
     ) -> Result<AppendResult, LogError> {
@@ -242,10 +243,11 @@ impl PartitionLog {
         }
         let log_append_time = append_time.then_some(now_ms);
         let mut headers = Vec::with_capacity(infos.len());
+        let mut heads = Vec::with_capacity(infos.len());
         let mut next = self.log_end_offset;
         for info in &infos {
-            let h = patch_batch(
-                &mut records[info.range.clone()],
+            let (head, h) = patch_header(
+                &records[info.range.clone()],
                 next,
                 leader_epoch,
                 log_append_time,
@@ -255,12 +257,24 @@ impl PartitionLog {
                 .checked_add(1)
                 .ok_or_else(|| LogError::InvalidRecord("offsets overflow".into()))?;
             headers.push(h);
+            heads.push(head);
         }
+        // Each batch is written as its patched header and the rest of it as it came.
+        let pieces: Vec<IoSlice<'_>> = infos
+            .iter()
+            .zip(&heads)
+            .flat_map(|(info, head)| {
+                [
+                    IoSlice::new(head),
+                    IoSlice::new(&records[info.range.start + HEADER_LEN..info.range.end]),
+                ]
+            })
+            .collect();
         let base_offset = self.log_end_offset;
         let last_offset = next - 1;
         self.roll_if_due(records.len() as u64, last_offset, now_ms)?;
         self.note_epochs(&headers)?;
-        self.active_mut().append(records, &headers, now_ms)?;
+        self.active_mut().append(pieces, &headers, now_ms)?;
         self.log_end_offset = next;
         for h in &headers {
             self.producers.apply(h, now_ms);

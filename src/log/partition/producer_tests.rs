@@ -35,8 +35,8 @@ fn sequences(log: &PartitionLog) -> Vec<(i64, i16, Vec<BatchMeta>)> {
 }
 
 fn send(log: &mut PartitionLog, batch: &[u8]) -> Result<AppendResult, LogError> {
-    let mut b = batch.to_vec();
-    log.append(&mut b, crate::now_ms(), 0)
+    let b = batch.to_vec();
+    log.append(&b, crate::now_ms(), 0)
 }
 
 /// A config whose segments hold `batches` of [`idem`]'s 2-record batches.
@@ -89,10 +89,10 @@ fn a_duplicate_reports_the_original_append_time() {
         ..config()
     };
     let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
-    let mut b = idem(7, 0, 0, 2);
-    let first = log.append(&mut b, 1_000, 0).unwrap();
-    let mut b = idem(7, 0, 0, 2);
-    let retry = log.append(&mut b, 2_000, 0).unwrap();
+    let b = idem(7, 0, 0, 2);
+    let first = log.append(&b, 1_000, 0).unwrap();
+    let b = idem(7, 0, 0, 2);
+    let retry = log.append(&b, 2_000, 0).unwrap();
     assert_eq!(first.log_append_time, Some(1_000));
     assert_eq!((retry.base_offset, retry.log_append_time), (0, Some(1_000)));
 }

@@ -9,6 +9,8 @@
 //! new length). Caches that outlive a crash are fitted to the log on open: producer
 //! snapshots past the log end and epoch entries at or past it are dropped there.
 
+use std::io::IoSlice;
+
 use super::open::wall_clock_ms;
 use super::{epochs, PartitionLog};
 use crate::log::batch::{validate_replica_batches, BatchHeader};
@@ -92,7 +94,8 @@ impl PartitionLog {
         let bytes = &records[..last.range.end];
         self.roll_if_due(bytes.len() as u64, next - 1, now_ms)?;
         self.note_epochs(&headers)?;
-        self.active_mut().append(bytes, &headers, now_ms)?;
+        self.active_mut()
+            .append(vec![IoSlice::new(bytes)], &headers, now_ms)?;
         self.log_end_offset = next;
         for h in &headers {
             self.producers.apply(h, now_ms);

@@ -23,8 +23,8 @@ fn small_segments(records: usize, batches: u64) -> LogConfig {
 
 /// Appends, as leader at `epoch`, a batch of `n` records with 100-byte values at `ts`.
 fn produce(log: &mut PartitionLog, n: usize, ts: i64, epoch: i32) -> AppendResult {
-    let mut b = batch_of(n, 100, ts);
-    log.append(&mut b, ts, epoch).unwrap()
+    let b = batch_of(n, 100, ts);
+    log.append(&b, ts, epoch).unwrap()
 }
 
 /// A batch of `n` records from idempotent producer `pid` (epoch 0) from sequence `seq`.
@@ -158,8 +158,8 @@ fn replica_append_reproduces_the_leaders_log() {
     for (i, epoch) in [0, 0, 1, 1, 1, 4, 4, 4, 4, 6].into_iter().enumerate() {
         produce(&mut leader, 1 + i % 3, 100 + i as i64, epoch);
     }
-    let mut b = idem(7, 0, 2);
-    leader.append(&mut b, 1_000, 6).unwrap();
+    let b = idem(7, 0, 2);
+    leader.append(&b, 1_000, 6).unwrap();
     let mut follower = PartitionLog::open(dir.path().join("follower"), cfg.clone()).unwrap();
     // Small fetches: several batches per append some of the time, one at others.
     replicate(&leader, &mut follower, 500);
@@ -284,8 +284,8 @@ fn replicated_producer_state_lets_the_follower_lead() {
     let cfg = config();
     let mut leader = PartitionLog::open(dir.path().join("leader"), cfg.clone()).unwrap();
     for seq in [0, 3, 6] {
-        let mut b = idem(7, seq, 3);
-        leader.append(&mut b, 1_000, 0).unwrap();
+        let b = idem(7, seq, 3);
+        leader.append(&b, 1_000, 0).unwrap();
     }
     let mut follower = PartitionLog::open(dir.path().join("follower"), cfg).unwrap();
     replicate(&leader, &mut follower, 1 << 20);
@@ -293,15 +293,15 @@ fn replicated_producer_state_lets_the_follower_lead() {
     assert_eq!(batches(&follower), batches(&leader));
     // The follower takes over at epoch 1: a retry of the last batch is a duplicate, the
     // next sequence is accepted, and a gap is refused.
-    let mut retry = idem(7, 6, 3);
-    let dup = follower.append(&mut retry, 2_000, 1).unwrap();
+    let retry = idem(7, 6, 3);
+    let dup = follower.append(&retry, 2_000, 1).unwrap();
     assert!(dup.duplicate);
     assert_eq!((dup.base_offset, dup.last_offset), (6, 8));
-    let mut next = idem(7, 9, 1);
-    assert_eq!(follower.append(&mut next, 2_000, 1).unwrap().base_offset, 9);
-    let mut gap = idem(7, 12, 1);
+    let next = idem(7, 9, 1);
+    assert_eq!(follower.append(&next, 2_000, 1).unwrap().base_offset, 9);
+    let gap = idem(7, 12, 1);
     assert!(matches!(
-        follower.append(&mut gap, 2_000, 1),
+        follower.append(&gap, 2_000, 1),
         Err(LogError::Producer(_))
     ));
     assert_eq!(follower.epoch_entries(), vec![(0, 0), (1, 9)]);
@@ -430,8 +430,8 @@ fn truncate_rebuilds_producer_state_and_drops_later_snapshots() {
     };
     let mut log = PartitionLog::open(dir.path(), cfg.clone()).unwrap();
     for seq in [0, 2, 4, 6, 8] {
-        let mut b = idem(7, seq, 2);
-        log.append(&mut b, crate::now_ms(), 0).unwrap();
+        let b = idem(7, seq, 2);
+        log.append(&b, crate::now_ms(), 0).unwrap();
     }
     log.close().unwrap();
     assert_eq!(snapshot::list(dir.path()).unwrap(), vec![4, 8, 10]);
@@ -441,8 +441,8 @@ fn truncate_rebuilds_producer_state_and_drops_later_snapshots() {
     let entry = log.producer_states().get(7).unwrap();
     assert_eq!(entry.batches.back().unwrap().last_seq, 3);
     // Sequence 4 was a duplicate before the cut; now it is the next one.
-    let mut b = idem(7, 4, 2);
-    let a = log.append(&mut b, crate::now_ms(), 0).unwrap();
+    let b = idem(7, 4, 2);
+    let a = log.append(&b, crate::now_ms(), 0).unwrap();
     assert!(!a.duplicate);
     assert_eq!(a.base_offset, 4);
     drop(log);
@@ -488,8 +488,8 @@ fn truncate_fully_then_replicate_from_the_new_start() {
     let fdir = dir.path().join("follower");
     let mut follower = PartitionLog::open(&fdir, cfg.clone()).unwrap();
     for i in 0..5 {
-        let mut b = idem(7, 2 * i, 2);
-        follower.append(&mut b, 1_000, 1).unwrap();
+        let b = idem(7, 2 * i, 2);
+        follower.append(&b, 1_000, 1).unwrap();
     }
     follower.close().unwrap();
     follower.truncate_fully_and_start_at(100).unwrap();

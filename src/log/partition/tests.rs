@@ -15,8 +15,8 @@ fn config() -> LogConfig {
 
 /// Appends a batch of `n` records with `value_len`-byte values at time `ts`.
 fn produce(log: &mut PartitionLog, n: usize, value_len: usize, ts: i64) -> AppendResult {
-    let mut b = batch_of(n, value_len, ts);
-    log.append(&mut b, ts, 1).unwrap()
+    let b = batch_of(n, value_len, ts);
+    log.append(&b, ts, 1).unwrap()
 }
 
 /// Base offsets of the batches in `bytes`.
@@ -48,6 +48,32 @@ fn segments_of(batches: u64) -> LogConfig {
 }
 
 #[test]
+fn a_request_of_many_batches_is_stored_whole_with_its_headers_patched() {
+    // More batches than one pwritev takes pieces (two per batch), so the write is split.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path().join("t-0"), config()).unwrap();
+    produce(&mut log, 2, 10, 50);
+    let sent: Vec<Vec<u8>> = (0..700)
+        .map(|i| batch_of(1 + i % 3, 1 + i % 40, 100))
+        .collect();
+    let request = sent.concat();
+    let a = log.append(&request, 100, 7).unwrap();
+    let records: usize = (0..700).map(|i| 1 + i % 3).sum();
+    assert_eq!((a.base_offset, a.last_offset), (2, 1 + records as i64));
+    let stored = log.read(2, 64 << 20, i64::MAX).unwrap().records;
+    assert_eq!(stored.len(), request.len());
+    let mut next = 2;
+    for ((h, range), original) in BatchIter::new(&stored).map(Result::unwrap).zip(&sent) {
+        assert_eq!((h.base_offset, h.partition_leader_epoch), (next, 7));
+        // Past the offset and epoch, the batch is byte for byte what was sent.
+        assert_eq!(stored[range.start + 16..range.end], original[16..]);
+        assert_eq!(stored[range.start + 8..range.start + 12], original[8..12]);
+        next = h.next_offset();
+    }
+    assert_eq!(next, a.last_offset + 1);
+}
+
+#[test]
 fn assigns_offsets_and_reads_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path().join("t-0"), config()).unwrap();
@@ -69,7 +95,7 @@ fn assigns_offsets_and_reads_back() {
     // Several batches in one request get consecutive offsets.
     let mut two = batch_of(2, 5, 1);
     two.extend_from_slice(&batch_of(4, 5, 1));
-    let c = log.append(&mut two, 1, 1).unwrap();
+    let c = log.append(&two, 1, 1).unwrap();
     assert_eq!((c.base_offset, c.last_offset), (5, 10));
     assert_eq!(
         bases(&log.read(5, 1 << 20, i64::MAX).unwrap().records),
@@ -85,8 +111,8 @@ fn log_append_time_overwrites_timestamps() {
         ..config()
     };
     let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
-    let mut b = batch_of(2, 10, 5);
-    let res = log.append(&mut b, 777, 0).unwrap();
+    let b = batch_of(2, 10, 5);
+    let res = log.append(&b, 777, 0).unwrap();
     assert_eq!(res.log_append_time, Some(777));
     let r = log.read(0, 1 << 20, i64::MAX).unwrap();
     let h = BatchHeader::parse(&r.records).unwrap();
@@ -94,6 +120,9 @@ fn log_append_time_overwrites_timestamps() {
         (h.max_timestamp, h.timestamp_type()),
         (777, TimestampType::LogAppendTime)
     );
+    // The stored batch's CRC covers the broker's timestamp, not the producer's.
+    assert_eq!(h.crc, crate::log::batch::compute_crc(&r.records));
+    assert_ne!(h.crc, BatchHeader::parse(&b).unwrap().crc);
     assert_eq!(log.max_timestamp(), Some((0, 777)));
 }
 
@@ -105,21 +134,21 @@ fn rejects_bad_produce_requests() {
     let n = b.len();
     b[n - 1] ^= 1;
     assert!(matches!(
-        log.append(&mut b, 0, 0),
+        log.append(&b, 0, 0),
         Err(LogError::CorruptBatch(_))
     ));
     let mut b = batch_of(1, 10, 5);
     b[16] = 1;
     assert!(matches!(
-        log.append(&mut b, 0, 0),
+        log.append(&b, 0, 0),
         Err(LogError::UnsupportedMagic(1))
     ));
     assert!(matches!(
-        log.append(&mut [], 0, 0),
+        log.append(&[], 0, 0),
         Err(LogError::InvalidRecord(_))
     ));
-    let mut big = batch_of(1, 2_000_000, 5);
-    let err = log.append(&mut big, 0, 0).unwrap_err();
+    let big = batch_of(1, 2_000_000, 5);
+    let err = log.append(&big, 0, 0).unwrap_err();
     assert!(matches!(err, LogError::MessageTooLarge { .. }), "{err}");
     assert!(!err.is_storage_error());
     assert_eq!(log.log_end_offset(), 0);
@@ -184,15 +213,15 @@ fn rolls_on_age() {
     };
     let mut log = PartitionLog::open(dir.path(), cfg).unwrap();
     let t0 = log.active().created_at_ms();
-    let mut b = batch_of(1, 10, 0);
-    log.append(&mut b, t0 + 1000, 0).unwrap();
+    let b = batch_of(1, 10, 0);
+    log.append(&b, t0 + 1000, 0).unwrap();
     assert_eq!(log.segment_count(), 1);
-    let mut b = batch_of(1, 10, 0);
-    log.append(&mut b, t0 + 1001, 0).unwrap();
+    let b = batch_of(1, 10, 0);
+    log.append(&b, t0 + 1001, 0).unwrap();
     assert_eq!(log.segment_count(), 2);
     // The new segment's age counts from the injected clock.
-    let mut b = batch_of(1, 10, 0);
-    log.append(&mut b, t0 + 2001, 0).unwrap();
+    let b = batch_of(1, 10, 0);
+    log.append(&b, t0 + 2001, 0).unwrap();
     assert_eq!(log.segment_count(), 2);
 }
 

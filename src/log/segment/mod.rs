@@ -209,6 +209,31 @@ impl ReadPlan {
     }
 }
 
+/// Most pieces one `pwritev` takes (Linux's `IOV_MAX`).
+const MAX_PIECES: usize = 1024;
+
+/// Writes all of `pieces` at `pos` with as few `pwritev` calls as the kernel allows.
+fn write_all_vectored_at(
+    file: &File,
+    pieces: &mut [io::IoSlice<'_>],
+    mut pos: u64,
+) -> io::Result<()> {
+    let mut rest = pieces;
+    while !rest.is_empty() {
+        let n = rest.len().min(MAX_PIECES);
+        match rustix::io::pwritev(file, &rest[..n], pos) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => {
+                pos += written as u64;
+                io::IoSlice::advance_slices(&mut rest, written);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Reads into `buf` from `pos` until it is full or the file ends; returns the bytes read.
 fn read_up_to(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
     let mut got = 0;
@@ -299,17 +324,18 @@ impl Segment {
         }
     }
 
-    /// Appends already validated and patched batches. `batches` are the headers of the
-    /// batches in `bytes`, in order, the first starting at this segment's next offset.
+    /// Appends already validated and patched batches, given as the pieces that make them up
+    /// in order (a patched header, then the rest of its batch, and so on). `batches` are
+    /// their headers, the first starting at this segment's next offset.
     pub fn append(
         &mut self,
-        bytes: &[u8],
+        mut pieces: Vec<io::IoSlice<'_>>,
         batches: &[BatchHeader],
         now_ms: i64,
     ) -> Result<(), LogError> {
         debug_assert_eq!(
             batches.iter().map(BatchHeader::total_size).sum::<usize>(),
-            bytes.len()
+            pieces.iter().map(|p| p.len()).sum::<usize>()
         );
         debug_assert!(batches
             .first()
@@ -317,7 +343,7 @@ impl Segment {
         let Some(last) = batches.last() else {
             return Ok(());
         };
-        if let Err(e) = self.log.write_all_at(bytes, self.size_bytes) {
+        if let Err(e) = write_all_vectored_at(&self.log, &mut pieces, self.size_bytes) {
             // Cut off whatever part landed so the file still ends where the bookkeeping
             // says; if even that fails, recovery on the next open removes it.
             if let Err(trunc) = self.log.set_len(self.size_bytes) {

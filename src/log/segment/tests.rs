@@ -12,7 +12,8 @@ fn append(seg: &mut Segment, specs: &[(usize, usize, i64)]) -> Vec<Vec<u8>> {
     for &(n, len, ts) in specs {
         let mut b = batch_of(n, len, ts);
         let h = patch_batch(&mut b, seg.next_offset(), 3, None).unwrap();
-        seg.append(&b, &[h], ts).unwrap();
+        seg.append(vec![std::io::IoSlice::new(&b)], &[h], ts)
+            .unwrap();
         out.push(b);
     }
     out
