@@ -10,6 +10,7 @@
 //!
 //! A failure on either side closes the connection: every waiting request gets the cause.
 
+use std::io::IoSlice;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,7 +45,8 @@ enum Expect {
 }
 
 struct Outgoing {
-    frame: Bytes,
+    /// The frame, in pieces written with one vectored write (see [`super::splice`]).
+    frame: Vec<Bytes>,
     expect: Expect,
 }
 
@@ -176,7 +178,14 @@ impl Connection {
             .with_context(|| format!("broker {}", self.addr))
     }
 
-    fn frame<R: Request>(&self, req: &R, version: i16) -> Result<Bytes> {
+    /// `req` framed at `version`, with its correlation id. `sets`: the record sets that
+    /// `req` carries as markers ([`super::splice`]), in order; empty for other requests.
+    fn frame<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        sets: Vec<Bytes>,
+    ) -> Result<(i32, Vec<Bytes>)> {
         let correlation_id = self.correlation.fetch_add(1, Ordering::Relaxed);
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -190,19 +199,33 @@ impl Connection {
         header.encode(&mut buf, header_version)?;
         req.encode(&mut buf, version)?;
         debug_assert_eq!(buf.len(), 4 + size);
-        Ok(bufpool::freeze(buf))
+        let frame = bufpool::freeze(buf);
+        let flexible = header_version >= 2;
+        Ok((
+            correlation_id,
+            super::splice::splice(frame, flexible, sets)?,
+        ))
     }
 
     /// Sends `req` at `version`; waits only for an in-flight slot, not for the response.
     pub async fn send<R: Request>(&self, req: &R, version: i16) -> Result<Pending<R::Response>> {
+        self.send_spliced(req, version, Vec::new()).await
+    }
+
+    /// [`Connection::send`] for a request carrying `sets` as markers ([`super::splice`]).
+    pub async fn send_spliced<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        sets: Vec<Bytes>,
+    ) -> Result<Pending<R::Response>> {
         let permit = self
             .in_flight
             .clone()
             .acquire_owned()
             .await
             .expect("never closed");
-        let frame = self.frame(req, version)?;
-        let correlation_id = i32::from_be_bytes(frame[8..12].try_into().expect("header"));
+        let (correlation_id, frame) = self.frame(req, version, sets)?;
         let (reply, rx) = oneshot::channel();
         let out = Outgoing {
             frame,
@@ -228,9 +251,15 @@ impl Connection {
         })
     }
 
-    /// Sends a request the broker will not answer (Produce with acks=0).
-    pub async fn send_no_response<R: Request>(&self, req: &R, version: i16) -> Result<Written> {
-        let frame = self.frame(req, version)?;
+    /// Sends a request the broker will not answer (Produce with acks=0), carrying `sets` as
+    /// markers ([`super::splice`]).
+    pub async fn send_no_response<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        sets: Vec<Bytes>,
+    ) -> Result<Written> {
+        let (_, frame) = self.frame(req, version, sets)?;
         let (written, rx) = oneshot::channel();
         self.tx
             .send(Outgoing {
@@ -292,7 +321,7 @@ async fn write_loop(
             }
             Expect::Nothing { written } => Some(written),
         };
-        if let Err(e) = write.write_all(&out.frame).await {
+        if let Err(e) = write_pieces(&mut write, out.frame).await {
             set_closed(&closed, format!("write to {addr} failed: {e}"));
             break;
         }
@@ -300,6 +329,31 @@ async fn write_loop(
             let _ = w.send(Instant::now());
         }
     }
+}
+
+/// Writes every piece, as few writes as the socket allows.
+async fn write_pieces(write: &mut OwnedWriteHalf, pieces: Vec<Bytes>) -> std::io::Result<()> {
+    let mut rest: &[Bytes] = &pieces;
+    let mut skip = 0; // bytes of rest[0] already written
+    while !rest.is_empty() {
+        let slices: Vec<IoSlice<'_>> = std::iter::once(IoSlice::new(&rest[0][skip..]))
+            .chain(rest[1..].iter().map(|p| IoSlice::new(p)))
+            .collect();
+        let mut n = write.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        n += skip;
+        while let Some(first) = rest.first() {
+            if n < first.len() {
+                break;
+            }
+            n -= first.len();
+            rest = &rest[1..];
+        }
+        skip = n;
+    }
+    Ok(())
 }
 
 async fn read_loop(

@@ -3,4 +3,5 @@
 
 pub mod cluster;
 pub mod connection;
+pub mod splice;
 pub mod versions;

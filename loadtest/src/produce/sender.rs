@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::client::cluster::error_name;
 use crate::client::connection::{Connection, Pending, Written};
+use crate::client::splice;
 use crate::clock::Clock;
 use crate::stats::Stats;
 
@@ -101,12 +102,15 @@ pub async fn run(
             }
             let mut sent = Vec::with_capacity(batch.len());
             let mut data = Vec::with_capacity(batch.len());
+            let mut sets = Vec::with_capacity(batch.len());
             for b in batch {
+                // The batch goes on the wire from its own buffer, not copied into the frame.
                 data.push(
                     PartitionProduceData::default()
                         .with_index(b.partition)
-                        .with_records(Some(b.data)),
+                        .with_records(Some(splice::marker(sets.len()))),
                 );
+                sets.push(b.data);
                 sent.push(Sent {
                     partition: b.partition,
                     records: b.records,
@@ -122,9 +126,9 @@ pub async fn run(
                     .with_name(topic.clone())
                     .with_partition_data(data)]);
             let in_flight = if cfg.acks == 0 {
-                InFlight::Unacked(conn.send_no_response(&req, version).await?, sent)
+                InFlight::Unacked(conn.send_no_response(&req, version, sets).await?, sent)
             } else {
-                InFlight::Acked(conn.send(&req, version).await?, sent)
+                InFlight::Acked(conn.send_spliced(&req, version, sets).await?, sent)
             };
             if done_tx.send(in_flight).await.is_err() {
                 break; // the completion task failed; its error is reported below
