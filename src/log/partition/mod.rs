@@ -320,13 +320,15 @@ impl PartitionLog {
         if self.active().is_empty() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         self.active_mut().seal()?;
         let base = self.log_end_offset;
         let seg = Segment::create(&self.dir, base, self.config.index_interval_bytes, now_ms)?;
         self.segments.insert(base, seg);
         self.sync_dir()?;
         self.write_producer_snapshot();
-        tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled segment");
+        tracing::debug!(dir = %self.dir.display(), base_offset = base,
+            took_ms = started.elapsed().as_secs_f64() * 1e3, "rolled segment");
         self.check();
         Ok(())
     }
