@@ -16,9 +16,10 @@
 //!   fetch's own thread, and a 2 GiB catch-up read ran at ~700 MiB/s with it against
 //!   ~950 MiB/s without.
 //!
-//! - durable writes: pages are queued for writeback as they fill ([`start_writeback`]), so the
+//! - writes are queued for writeback as their pages fill ([`start_writeback`]), so the
 //!   group-commit fsync that follows waits for I/O already under way instead of starting it
-//!   all itself (time in fsync halved on the benchmark machine).
+//!   all itself (time in fsync halved on the benchmark machine), and a relaxed topic's
+//!   segment roll does not find tens of megabytes to write under the partition lock.
 //!
 //! All of these are advice to the kernel: a failure costs only the cache or a slower fsync,
 //! never data.
