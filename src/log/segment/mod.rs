@@ -57,6 +57,33 @@ pub fn remove_retired(files: &[PathBuf]) -> Result<(), LogError> {
     first_error.map_or(Ok(()), Err)
 }
 
+/// Bytes cut off a file per step by [`cut_down`].
+const CUT_STEP: u64 = 32 << 20;
+
+/// Empties a retired segment's log file a step at a time before it is unlinked, if nothing
+/// reads it any more (`log` is the last handle; a fetch still sending from it keeps it whole,
+/// and the blocks are freed when that fetch lets go). Freeing a large file at once frees (and,
+/// on a file system mounted with `discard`, discards) all its blocks in one go, and other
+/// files' fsyncs queue behind that: on the benchmark machine unlinking a 1 GiB segment stalled
+/// a concurrent 1 MiB write + fdatasync loop for 60-90 ms, against 8-15 ms in 32 MiB steps,
+/// and every durable partition's appends wait on such fsyncs. Best effort: the unlink that
+/// follows is what must succeed. Blocks for about a quarter of a second per GiB.
+pub fn cut_down(log: Arc<File>, path: &Path) {
+    let Some(file) = Arc::into_inner(log) else {
+        return;
+    };
+    let mut len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    while len > CUT_STEP {
+        len -= CUT_STEP;
+        if let Err(e) = file.set_len(len) {
+            tracing::debug!(path = %path.display(), error = %e, "cutting down a retired segment");
+            return;
+        }
+        // Lets I/O queued behind this step go first.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// `<base_offset:020>.<suffix>`, the name Kafka gives segment files.
 pub fn file_name(base_offset: i64, suffix: &str) -> String {
     format!("{base_offset:020}.{suffix}")
@@ -552,10 +579,10 @@ impl Segment {
     }
 
     /// Takes the segment's files out of the log by renaming them `<name>.deleted`, which is
-    /// quick whatever their size; returns the new paths, for [`remove_retired`] to unlink
-    /// later. The log goes first: leftover index files without a log, and `.deleted` files,
+    /// quick whatever their size; returns the new paths (the log's first), for
+    /// [`remove_retired`] to unlink later, and the log file, for [`cut_down`]. The log goes first: leftover index files without a log, and `.deleted` files,
     /// are swept up when the partition is next opened.
-    pub fn retire(self) -> Result<Vec<PathBuf>, LogError> {
+    pub fn retire(self) -> Result<(Vec<PathBuf>, Arc<File>), LogError> {
         let mut retired = Vec::with_capacity(3);
         for (i, path) in [&self.log_path, &self.index_path, &self.time_index_path]
             .into_iter()
@@ -575,7 +602,7 @@ impl Segment {
                 Err(e) => tracing::warn!(path = %path.display(), error = %e, "retiring index file"),
             }
         }
-        Ok(retired)
+        Ok((retired, self.log.clone()))
     }
 
     /// Removes the segment's files. The log goes first: leftover index files without a

@@ -282,3 +282,20 @@ fn file_names_round_trip() {
     assert_eq!(parse_file_name("42.log"), None);
     assert_eq!(parse_file_name("log-start-offset"), None);
 }
+
+#[test]
+fn a_retired_log_is_cut_down_only_when_nothing_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("00000000000000000000.log.deleted");
+    let file = File::create(&path).unwrap();
+    let len = 3 * CUT_STEP + 12_345;
+    file.set_len(len).unwrap();
+    let log = Arc::new(file);
+    // A fetch still sending from it holds a handle: the file stays whole.
+    let reader = log.clone();
+    cut_down(log, &path);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+    // The last handle: cut to less than a step, left for the unlink.
+    cut_down(reader, &path);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 12_345);
+}
