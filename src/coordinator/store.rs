@@ -198,7 +198,8 @@ pub async fn compact(logs: &LogManager, partition: i32) -> Result<Compacted, Sto
     if !chunk.is_empty() {
         append(logs, partition, chunk).await?;
     }
-    let new_log_start = p.delete_records(end)?;
+    // Removing the compacted segments' files blocks (see `log::segment::cut_down`).
+    let new_log_start = tokio::task::block_in_place(|| p.delete_records(end))?;
     Ok(Compacted {
         records_read,
         live_records,

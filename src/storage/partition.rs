@@ -108,10 +108,8 @@ pub struct Partition {
 /// The page cache is released in steps of at least this much, so the syscalls stay rare.
 const RELEASE_STEP: u64 = 8 << 20;
 
-/// Where the active segment's page cache has been released (see
-/// [`Partition::plan_release`]).
-#[derive(Debug, Clone, Copy)]
-/// Where early writeback of the active segment has reached (see [`Partition::append`]).
+/// Where early writeback of the active segment has reached (see
+/// [`Partition::start_writeback`]).
 struct WrittenBack {
     /// Base offset of the segment the position refers to.
     segment: i64,
@@ -124,6 +122,9 @@ const WRITEBACK_STEP: u64 = 128 << 10;
 /// Page size the writeback ranges are aligned to.
 const PAGE: u64 = 4096;
 
+/// Where the active segment's page cache has been released (see
+/// [`Partition::plan_release`]).
+#[derive(Debug, Clone, Copy)]
 struct Released {
     /// Base offset of the segment the positions refer to.
     segment: i64,
@@ -579,7 +580,8 @@ impl Partition {
     fn start_writeback(&self, st: &mut State) {
         let (segment, size) = st.log.active_extent();
         let w = &mut st.written_back;
-        if w.segment != segment {
+        // A new segment, or this one cut back (a follower's truncation): start from its start.
+        if w.segment != segment || size < w.upto {
             *w = WrittenBack { segment, upto: 0 };
         }
         let to = size & !(PAGE - 1);
@@ -766,9 +768,8 @@ impl Partition {
         let appended = st.log.append_replica(records, now_ms)?;
         let durable = st.config.durable_ack();
         let end = st.log.log_end_offset();
-        if durable {
-            self.start_writeback(&mut st);
-        } else {
+        self.start_writeback(&mut st);
+        if !durable {
             st.unflushed_messages += appended.last_offset - appended.first_offset + 1;
             self.release_relaxed(&mut st);
         }

@@ -62,7 +62,7 @@ const CUT_STEP: u64 = 32 << 20;
 
 /// Empties a retired segment's log file a step at a time before it is unlinked, if nothing
 /// reads it any more (`log` is the last handle; a fetch still sending from it keeps it whole,
-/// and the blocks are freed when that fetch lets go). Freeing a large file at once frees (and,
+/// and its blocks are then freed at once, as before, when that fetch lets go of it). Freeing a large file at once frees (and,
 /// on a file system mounted with `discard`, discards) all its blocks in one go, and other
 /// files' fsyncs queue behind that: on the benchmark machine unlinking a 1 GiB segment stalled
 /// a concurrent 1 MiB write + fdatasync loop for 60-90 ms, against 8-15 ms in 32 MiB steps,
