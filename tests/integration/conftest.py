@@ -37,10 +37,20 @@ def strata_binary() -> Path:
     return target / "debug" / "strata"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, never one this session handed out before: the kernel
+    may offer a port again as soon as the probe closes, and two brokers of one cluster given
+    the same port refuse to start (their voters' addresses would be listed twice)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def port_accepts(port: int, host: str = "127.0.0.1") -> bool:

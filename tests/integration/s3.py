@@ -34,6 +34,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from conftest import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "strata"
 REGION = "us-east-1"
@@ -67,13 +69,6 @@ def moto_server_binary() -> Path:
         "(or set STRATA_MOTO_SERVER to the moto_server binary). Looked at: "
         + ", ".join(str(c) for c in candidates[:4]) + ", and PATH",
         pytrace=False)
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)

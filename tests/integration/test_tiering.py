@@ -41,8 +41,8 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 import wire
 from clients import (DeliveryLog, Record, admin_client, consume_all, create_topic,
                      kp_consume_all, producer, run_kcat, unique_topic, watermarks)
-from conftest import BrokerFactory
-from s3 import MotoServer, free_port
+from conftest import BrokerFactory, free_port
+from s3 import MotoServer
 
 TIMEOUT_S = 30
 UPLOAD_INTERVAL_MS = 200
