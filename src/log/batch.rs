@@ -354,7 +354,8 @@ pub fn patch_header(
     Ok((head, patched))
 }
 
-/// [`patch_header`] applied in place.
+/// [`patch_header`] applied in place (tests build stored batches with it).
+#[cfg(test)]
 pub fn patch_batch(
     buf: &mut [u8],
     base_offset: i64,

@@ -39,7 +39,7 @@ pub(crate) mod testutil;
 
 use std::path::PathBuf;
 
-pub use batch::{patch_batch, validate_produce_batches, BatchHeader, BatchInfo, BatchIter};
+pub use batch::{validate_produce_batches, BatchHeader, BatchInfo, BatchIter};
 pub use partition::{partition_dir, AppendResult, PartitionLog, PlannedRead, ReadResult, Retired};
 pub use policy::{retention_plan, should_roll, RollInput, SegmentSummary};
 pub use segment::{FileRegion, ReadPlan, ReadSlice, Segment};

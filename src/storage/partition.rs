@@ -933,9 +933,7 @@ impl Partition {
         let bound = self.high_watermark().min(uploaded_end);
         let retired = st.log.retire_by_retention(now_ms, ms, bytes, bound)?;
         drop(st);
-        let n = retired.segments();
-        retired.delete()?;
-        Ok(n)
+        retired.delete()
     }
 
     /// Deletes whole segments past `retention.ms` / `retention.bytes`.
@@ -947,9 +945,7 @@ impl Partition {
             .log
             .retire_by_retention(now_ms, ms, bytes, self.high_watermark())?;
         drop(st);
-        let n = retired.segments();
-        retired.delete()?;
-        Ok(n)
+        retired.delete()
     }
 
     pub fn size_bytes(&self) -> u64 {

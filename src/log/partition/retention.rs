@@ -28,29 +28,38 @@ use crate::log::LogError;
 pub struct Retired {
     dir: PathBuf,
     files: Vec<PathBuf>,
-    /// The retired segments' log files, with their paths, to cut down before unlinking.
+    /// Each retired segment's log file, with its path, to cut down before unlinking.
     logs: Vec<(Arc<File>, PathBuf)>,
-    segments: usize,
 }
 
 impl Retired {
+    fn none(dir: PathBuf) -> Self {
+        Retired {
+            dir,
+            files: Vec::new(),
+            logs: Vec::new(),
+        }
+    }
+
     /// How many segments were retired.
     pub fn segments(&self) -> usize {
-        self.segments
+        self.logs.len()
     }
 
     /// Unlinks the files (every one is tried; the logs cut down first, see [`cut_down`]),
-    /// then syncs the directory.
-    pub fn delete(self) -> Result<(), LogError> {
+    /// then syncs the directory. Returns how many segments were deleted.
+    pub fn delete(self) -> Result<usize, LogError> {
+        let n = self.segments();
         if self.files.is_empty() {
-            return Ok(());
+            return Ok(n);
         }
         for (log, path) in self.logs {
             cut_down(log, &path);
         }
         remove_retired(&self.files)?;
         checkpoint::sync_dir(&self.dir)
-            .map_err(|e| LogError::io(format!("sync {}", self.dir.display()), e))
+            .map_err(|e| LogError::io(format!("sync {}", self.dir.display()), e))?;
+        Ok(n)
     }
 }
 
@@ -69,7 +78,7 @@ impl PartitionLog {
         if offset < 0 || offset > self.log_end_offset {
             return Err(self.out_of_range(offset));
         }
-        let mut retired = self.retire_segments(&[])?;
+        let mut retired = Retired::none(self.dir.clone());
         if offset > self.log_start_offset {
             self.set_log_start(offset)?;
             retired = self.retire_segments_below_start()?;
@@ -86,7 +95,7 @@ impl PartitionLog {
     }
 
     pub(super) fn delete_segments_below_start(&mut self) -> Result<(), LogError> {
-        self.retire_segments_below_start()?.delete()
+        self.retire_segments_below_start()?.delete().map(drop)
     }
 
     fn retire_segments_below_start(&mut self) -> Result<Retired, LogError> {
@@ -104,12 +113,7 @@ impl PartitionLog {
     /// even if one fails, and the in-memory log is consistent either way: files left behind
     /// lie below the log start and are swept on the next open.
     fn retire_segments(&mut self, bases: &[i64]) -> Result<Retired, LogError> {
-        let mut retired = Retired {
-            dir: self.dir.clone(),
-            files: Vec::new(),
-            logs: Vec::new(),
-            segments: 0,
-        };
+        let mut retired = Retired::none(self.dir.clone());
         if bases.is_empty() {
             return Ok(retired);
         }
@@ -124,7 +128,6 @@ impl PartitionLog {
                 Ok((files, log)) => {
                     retired.logs.push((log, files[0].clone()));
                     retired.files.extend(files);
-                    retired.segments += 1;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "failed to delete segment files");
@@ -153,11 +156,8 @@ impl PartitionLog {
         retention_bytes: i64,
         high_watermark: i64,
     ) -> Result<usize, LogError> {
-        let retired =
-            self.retire_by_retention(now_ms, retention_ms, retention_bytes, high_watermark)?;
-        let n = retired.segments();
-        retired.delete()?;
-        Ok(n)
+        self.retire_by_retention(now_ms, retention_ms, retention_bytes, high_watermark)?
+            .delete()
     }
 
     /// [`PartitionLog::apply_retention`], leaving the segments' files to delete.
@@ -189,13 +189,13 @@ impl PartitionLog {
             retention_bytes,
             high_watermark,
         );
+        if plan.is_empty() {
+            return Ok(Retired::none(self.dir.clone()));
+        }
         // The plan is a prefix of the sealed segments, so a segment always follows it.
         let Some(new_start) = summaries.get(plan.len()).map(|s| s.base_offset) else {
-            return self.retire_segments(&[]);
+            return Ok(Retired::none(self.dir.clone()));
         };
-        if plan.is_empty() {
-            return self.retire_segments(&[]);
-        }
         if new_start > self.log_start_offset {
             self.set_log_start(new_start)?;
         }

@@ -62,12 +62,14 @@ const CUT_STEP: u64 = 32 << 20;
 
 /// Empties a retired segment's log file a step at a time before it is unlinked, if nothing
 /// reads it any more (`log` is the last handle; a fetch still sending from it keeps it whole,
-/// and its blocks are then freed at once, as before, when that fetch lets go of it). Freeing a large file at once frees (and,
-/// on a file system mounted with `discard`, discards) all its blocks in one go, and other
-/// files' fsyncs queue behind that: on the benchmark machine unlinking a 1 GiB segment stalled
-/// a concurrent 1 MiB write + fdatasync loop for 60-90 ms, against 8-15 ms in 32 MiB steps,
-/// and every durable partition's appends wait on such fsyncs. Best effort: the unlink that
-/// follows is what must succeed. Blocks for about a quarter of a second per GiB.
+/// and its blocks are then freed at once, as before, when that fetch lets go of it).
+///
+/// Freeing a large file at once frees (and, on a file system mounted with `discard`,
+/// discards) all its blocks in one go, and other files' fsyncs queue behind that: on the
+/// benchmark machine unlinking a 1 GiB segment stalled a concurrent 1 MiB write + fdatasync
+/// loop for 60-90 ms, against 8-15 ms in 32 MiB steps, and every durable partition's appends
+/// wait on such fsyncs. Best effort: the unlink that follows is what must succeed. Blocks for
+/// about a quarter of a second per GiB.
 pub fn cut_down(log: Arc<File>, path: &Path) {
     let Some(file) = Arc::into_inner(log) else {
         return;
@@ -580,8 +582,9 @@ impl Segment {
 
     /// Takes the segment's files out of the log by renaming them `<name>.deleted`, which is
     /// quick whatever their size; returns the new paths (the log's first), for
-    /// [`remove_retired`] to unlink later, and the log file, for [`cut_down`]. The log goes first: leftover index files without a log, and `.deleted` files,
-    /// are swept up when the partition is next opened.
+    /// [`remove_retired`] to unlink later, and the log file, for [`cut_down`]. The log goes
+    /// first: leftover index files without a log, and `.deleted` files, are swept up when the
+    /// partition is next opened.
     pub fn retire(self) -> Result<(Vec<PathBuf>, Arc<File>), LogError> {
         let mut retired = Vec::with_capacity(3);
         for (i, path) in [&self.log_path, &self.index_path, &self.time_index_path]
