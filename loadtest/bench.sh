@@ -143,8 +143,21 @@ lt="$CARGO_TARGET_DIR/release/strata-loadtest"
 
 # ---- workloads ---------------------------------------------------------------------------------
 # Each workload starts with no dirty pages left from the one before: the kernel writing back
-# gigabytes in the background would slow the next workload's fsyncs and skew its figures.
-settle() { sync; sleep 2; }
+# gigabytes in the background would slow the next workload's fsyncs and skew its figures. After
+# the sync, where the kernel reports I/O pressure (PSI), it also waits (up to 60 s) until no
+# task has waited on I/O for the last 10 s average: removing gigabytes of files on a filesystem
+# mounted with `discard` keeps the device busy for tens of seconds after the files are gone.
+settle() {
+  sync
+  sleep 2
+  [ -r /proc/pressure/io ] || return 0
+  local i
+  for i in $(seq 60); do
+    awk '/^some/ { split($2, a, "="); exit !(a[2] < 0.5) }' /proc/pressure/io && return 0
+    sleep 1
+  done
+  note "the disk is still busy after 60 s (/proc/pressure/io: $(head -1 /proc/pressure/io))"
+}
 
 # run_suite NAME BOOTSTRAP PID: every workload against one broker (process PID); JSON results
 # in $results/NAME.*
