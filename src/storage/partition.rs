@@ -878,7 +878,9 @@ impl Partition {
         crate::log::records::max_timestamp_record(&batch, start)
     }
 
-    /// DeleteRecords: moves the log start offset to `offset` (-1 = high watermark).
+    /// DeleteRecords: moves the log start offset to `offset` (-1 = high watermark). The
+    /// segments below it leave the log at once; their files are deleted in the background
+    /// ([`crate::log::Retired::delete_in_background`]).
     pub fn delete_records(&self, offset: i64) -> Result<i64, LogError> {
         let hw = self.high_watermark();
         let target = if offset == -1 { hw } else { offset };
@@ -893,7 +895,7 @@ impl Partition {
         }
         let (start, retired) = st.log.retire_records_before(target)?;
         drop(st);
-        retired.delete()?;
+        retired.delete_in_background();
         Ok(start)
     }
 

@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, OnceLock};
 
 use super::PartitionLog;
 use crate::log::checkpoint;
@@ -60,6 +60,53 @@ impl Retired {
         checkpoint::sync_dir(&self.dir)
             .map_err(|e| LogError::io(format!("sync {}", self.dir.display()), e))?;
         Ok(n)
+    }
+
+    /// [`delete`](Self::delete) on the broker's segment-deleting thread, for a caller that
+    /// answers a client and should not wait out the paced cut-down (~1.5 s per GiB on the
+    /// benchmark machine): DeleteRecords answers once the log start has moved, as Kafka's
+    /// does (it deletes the files `file.delete.delay.ms` later). One thread takes the sets in
+    /// turn, so two partitions' discards never compete. A failure is logged; files a crash
+    /// leaves behind are swept when the log next opens. Returns how many segments were
+    /// retired.
+    pub fn delete_in_background(self) -> usize {
+        static QUEUE: OnceLock<Option<mpsc::Sender<Retired>>> = OnceLock::new();
+        let n = self.segments();
+        if self.files.is_empty() {
+            return n;
+        }
+        let queue = QUEUE.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Retired>();
+            let spawned = std::thread::Builder::new()
+                .name("segment-delete".into())
+                .spawn(move || {
+                    for retired in rx {
+                        let dir = retired.dir.clone();
+                        if let Err(e) = retired.delete() {
+                            tracing::warn!(dir = %dir.display(), error = %e,
+                                "deleting retired segments failed; the next open of the log removes what is left");
+                        }
+                    }
+                });
+            match spawned {
+                Ok(_) => Some(tx),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the segment-deleting thread; deleting in the caller");
+                    None
+                }
+            }
+        });
+        let rejected = match queue {
+            Some(tx) => tx.send(self).err().map(|e| e.0),
+            None => Some(self),
+        };
+        if let Some(retired) = rejected {
+            let dir = retired.dir.clone();
+            if let Err(e) = retired.delete() {
+                tracing::warn!(dir = %dir.display(), error = %e, "deleting retired segments failed");
+            }
+        }
+        n
     }
 }
 

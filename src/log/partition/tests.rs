@@ -369,18 +369,35 @@ fn retired_segments_leave_the_log_at_once_and_their_files_when_deleted() {
     assert!(files(".deleted").is_empty());
     assert_eq!(files(".log").len(), 1);
 
+    // In the background: gone soon after.
+    produce(&mut log, 1, 100, 55);
+    produce(&mut log, 1, 100, 57);
+    let (start, retired) = log.retire_records_before(6).unwrap();
+    assert_eq!((start, retired.segments()), (6, 1));
+    assert_eq!(files(".log.deleted").len(), 1);
+    assert_eq!(retired.delete_in_background(), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !files(".deleted").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retired files still there after 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(read_everything(&log), vec![6]);
+
     // Files retired but never deleted (a crash in between) are swept when the log opens.
     produce(&mut log, 1, 100, 60);
     produce(&mut log, 1, 100, 70);
-    let (start, retired) = log.retire_records_before(6).unwrap();
-    assert_eq!((start, retired.segments()), (6, 1));
+    let (start, retired) = log.retire_records_before(8).unwrap();
+    assert_eq!((start, retired.segments()), (8, 1));
     assert_eq!(files(".log.deleted").len(), 1);
     drop(retired);
     drop(log);
     let log = PartitionLog::open(dir.path(), cfg).unwrap();
     assert!(files(".deleted").is_empty());
-    assert_eq!(log.log_start_offset(), 6);
-    assert_eq!(read_everything(&log), vec![6]);
+    assert_eq!(log.log_start_offset(), 8);
+    assert_eq!(read_everything(&log), vec![8]);
 }
 
 #[test]
