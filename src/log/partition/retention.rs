@@ -7,7 +7,8 @@
 //! Segments are taken out of the log in two steps, as Kafka does: under the caller's lock
 //! their files are only renamed `*.deleted` ([`Retired`], 0.05 ms for a 1 GiB file on the
 //! benchmark machine); unlinking them (200 ms for the same file with its pages cached, time
-//! appends would wait) happens after the lock is released ([`Retired::delete`]), each log
+//! appends would wait) happens after the lock is released ([`Retired::delete`]; for
+//! DeleteRecords on the segment-deleting thread, [`Retired::delete_in_background`]), each log
 //! file first cut down a paced 8 MiB at a time when nothing reads it any more (freeing 1 GiB
 //! at once held up other files' fsyncs for 60-90 ms; see [`cut_down`]), and the next open
 //! sweeps up any left behind.
