@@ -79,7 +79,7 @@ const CUT_PAUSE_MAX: Duration = Duration::from_millis(20);
 /// loop for 60-90 ms, against 8-15 ms in 32 MiB steps, and every durable partition's appends
 /// wait on such fsyncs. Steps of 32 MiB a millisecond apart still left durable writers at
 /// 300 MiB/s with 100-230 ms latency maxima while retention ran; 8 MiB steps paced by
-/// [`CUT_PAUSE_FACTOR`] kept them at 12-60 ms. Best effort: the unlink that follows is what
+/// `CUT_PAUSE_FACTOR` kept them at 12-60 ms. Best effort: the unlink that follows is what
 /// must succeed. Blocks for about 1.5 s per GiB on that machine (~680 MiB/s).
 pub fn cut_down(log: Arc<File>, path: &Path) {
     let Some(file) = Arc::into_inner(log) else {
