@@ -139,7 +139,7 @@ impl Metadata {
     /// On a node that is not the leader the command is passed to the leader, and the answer
     /// returned once this node has applied the command too (read-your-writes for the API
     /// layer, which reads `image()` right after proposing). While no leader is known (an
-    /// election) it retries for up to [`FORWARD_TIMEOUT`]. A leader that dies after receiving
+    /// election) it retries for up to `FORWARD_TIMEOUT`. A leader that dies after receiving
     /// the command may or may not have committed it; the retry then sees the outcome (a
     /// `TopicExists`, say) rather than the original answer.
     pub async fn propose_for(&self, cmd: MetadataCommand) -> Result<Applied, ClusterError> {

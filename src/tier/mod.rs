@@ -172,7 +172,7 @@ pub struct Tiering {
 
 impl Tiering {
     /// Opens the object store named by the config and the remote-read cache, and claims the
-    /// store for this cluster (see [`claim_store`]).
+    /// store for this cluster (see `claim_store`).
     pub async fn open(config: &BrokerConfig, cluster_id: &str) -> anyhow::Result<Arc<Self>> {
         let t = &config.tiering;
         let url = t.store_url(&config.data_dir);
