@@ -198,7 +198,7 @@ pub async fn compact(logs: &LogManager, partition: i32) -> Result<Compacted, Sto
     if !chunk.is_empty() {
         append(logs, partition, chunk).await?;
     }
-    // Removing the compacted segments' files blocks (see `log::segment::cut_down`).
+    // Moving the log start writes its checkpoint (an fsync); the files go in the background.
     let new_log_start = tokio::task::block_in_place(|| p.delete_records(end))?;
     Ok(Compacted {
         records_read,

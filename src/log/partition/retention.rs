@@ -63,6 +63,16 @@ impl Retired {
         Ok(n)
     }
 
+    /// [`delete`](Self::delete), a failure logged (the next open of the log removes what is
+    /// left).
+    fn delete_logged(self) {
+        let dir = self.dir.clone();
+        if let Err(e) = self.delete() {
+            tracing::warn!(dir = %dir.display(), error = %e,
+                "deleting retired segments failed; the next open of the log removes what is left");
+        }
+    }
+
     /// [`delete`](Self::delete) on the broker's segment-deleting thread, for a caller that
     /// answers a client and should not wait out the paced cut-down (~1.5 s per GiB on the
     /// benchmark machine): DeleteRecords answers once the log start has moved, as Kafka's
@@ -78,34 +88,22 @@ impl Retired {
         }
         let queue = QUEUE.get_or_init(|| {
             let (tx, rx) = mpsc::channel::<Retired>();
-            let spawned = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name("segment-delete".into())
-                .spawn(move || {
-                    for retired in rx {
-                        let dir = retired.dir.clone();
-                        if let Err(e) = retired.delete() {
-                            tracing::warn!(dir = %dir.display(), error = %e,
-                                "deleting retired segments failed; the next open of the log removes what is left");
-                        }
-                    }
-                });
-            match spawned {
-                Ok(_) => Some(tx),
-                Err(e) => {
+                .spawn(move || rx.into_iter().for_each(Retired::delete_logged))
+                .inspect_err(|e| {
                     tracing::warn!(error = %e, "cannot start the segment-deleting thread; deleting in the caller");
-                    None
+                })
+                .ok()
+                .map(|_| tx)
+        });
+        match queue {
+            Some(tx) => {
+                if let Err(mpsc::SendError(retired)) = tx.send(self) {
+                    retired.delete_logged();
                 }
             }
-        });
-        let rejected = match queue {
-            Some(tx) => tx.send(self).err().map(|e| e.0),
-            None => Some(self),
-        };
-        if let Some(retired) = rejected {
-            let dir = retired.dir.clone();
-            if let Err(e) = retired.delete() {
-                tracing::warn!(dir = %dir.display(), error = %e, "deleting retired segments failed");
-            }
+            None => self.delete_logged(),
         }
         n
     }
